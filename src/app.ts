@@ -1,0 +1,96 @@
+// The pkg-serve application as a Fastify plugin that never listens: whoever listens (the serve
+// command, the launcher, tests with inject) owns the logger, timeouts and shutdown.
+// One error handler keeps every failure's true status and answers {statusCode, error, message}.
+
+import { STATUS_CODES } from 'node:http'
+import sensible from '@fastify/sensible'
+import Fastify from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyServerOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
+import manifestPlugin from './plugins/manifest.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import storagePlugin from './plugins/storage.ts'
+import healthRoutes from './routes/health.ts'
+import metricsRoutes from './routes/metrics.ts'
+import packageRoutes from './routes/packages.ts'
+import type { BlobStore } from './storage/types.ts'
+
+export interface AppOptions {
+  readonly store: BlobStore
+  readonly manifestPath: string
+  readonly pollIntervalSeconds: number
+  readonly retryMinMs?: number
+  readonly retryMaxMs?: number
+  readonly bootWaitMs?: number
+}
+
+/** Fastify options every owner of the app uses (router limits sized for manifest names). */
+export const serverOptions = {
+  routerOptions: { ignoreTrailingSlash: true, maxParamLength: 300 },
+  // The download route streams; it needs no request body at all, and nothing else needs much.
+  bodyLimit: 64 * 1024,
+  return503OnClosing: true
+} satisfies FastifyServerOptions
+
+const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {
+  fastify.setValidatorCompiler(validatorCompiler)
+  fastify.setSerializerCompiler(serializerCompiler)
+
+  await fastify.register(sensible)
+  await fastify.register(metricsPlugin)
+  await fastify.register(storagePlugin, { store: opts.store })
+  await fastify.register(manifestPlugin, {
+    manifestPath: opts.manifestPath,
+    pollIntervalSeconds: opts.pollIntervalSeconds,
+    ...(opts.retryMinMs !== undefined && { retryMinMs: opts.retryMinMs }),
+    ...(opts.retryMaxMs !== undefined && { retryMaxMs: opts.retryMaxMs }),
+    ...(opts.bootWaitMs !== undefined && { bootWaitMs: opts.bootWaitMs })
+  })
+
+  fastify.setErrorHandler(function errorHandler (error: FastifyError & { headers?: Record<string, string> }, request, reply) {
+    let statusCode = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
+    let message = error.message
+    if (error.validation !== undefined) {
+      statusCode = 400
+      message = `invalid request ${error.validationContext ?? ''}: ${error.message}`
+    }
+    if (statusCode >= 500) {
+      request.log.error({ err: error }, `${request.method} ${request.url} failed: ${message}`)
+    } else {
+      request.log.info({ statusCode }, `${request.method} ${request.url}: ${message}`)
+    }
+    if (statusCode === 500) message = 'internal error: see the server log'
+    if (error.headers !== undefined) reply.headers(error.headers)
+    // A body from an earlier attempt must not be described by its headers.
+    reply.removeHeader('content-length')
+    reply.removeHeader('content-disposition')
+    if (statusCode !== 416) reply.removeHeader('content-range')
+    return reply.code(statusCode).type('application/json; charset=utf-8').send({
+      statusCode,
+      error: STATUS_CODES[statusCode] ?? 'Error',
+      message
+    })
+  })
+
+  fastify.setNotFoundHandler(function notFound (request, reply) {
+    return reply.code(404).send({
+      statusCode: 404,
+      error: 'Not Found',
+      message: `no route ${request.method} ${request.url.length > 200 ? `${request.url.slice(0, 200)}…` : request.url}; try GET /pkg for the package list`
+    })
+  })
+
+  await fastify.register(healthRoutes)
+  await fastify.register(metricsRoutes)
+  await fastify.register(packageRoutes, { prefix: '/pkg' })
+}
+
+export default fp(app, { name: 'pkg-serve', fastify: '5.x' })
+
+/** Builds a ready-to-use app (no socket): for tests with inject, and for the servers that listen. */
+export async function buildApp (opts: AppOptions, fastifyOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
+  const fastify = Fastify({ ...serverOptions, ...fastifyOptions })
+  await fastify.register(fp(app, { name: 'pkg-serve' }), opts)
+  return fastify
+}

@@ -1,0 +1,60 @@
+// Command-line configuration: one zod schema per command turns argv + PKG_SERVE_* variables
+// into a typed, frozen config before anything starts. Errors are one readable line each.
+
+import { z } from 'zod'
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+const port = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').min(0, 'must be 0 to 65535').max(65535, 'must be 0 to 65535')
+
+// Azure container names: 3-63 lowercase letters, digits and single hyphens ($root and $web aside).
+const container = z.string().regex(/^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/, 'must be an Azure container name (3-63 lowercase letters, digits and hyphens)')
+
+export const storageOptionsSchema = z.object({
+  storage: z.string().optional(),
+  container,
+  endpointSuffix: z.string().regex(/^[a-z0-9.-]+$/i, 'must be a DNS suffix such as core.windows.net'),
+  identityClientId: z.string().optional(),
+  azureJson: z.string().min(1)
+})
+
+export const serveConfigSchema = storageOptionsSchema.extend({
+  port,
+  host: z.string().min(1, 'must not be empty'),
+  manifest: z.string().min(1).max(1024).refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), 'must be a blob name in the container'),
+  pollInterval: z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must be 0 (off) or more seconds').max(86_400, 'must be at most 86400 seconds'),
+  logLevel: z.enum(LOG_LEVELS, { message: `must be one of ${LOG_LEVELS.join(', ')}` })
+})
+
+export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>
+
+const flagNames: Record<string, string> = {
+  storage: 'STORAGE',
+  port: '--port',
+  host: '--host',
+  container: '--container',
+  manifest: '--manifest',
+  pollInterval: '--poll-interval',
+  endpointSuffix: '--endpoint-suffix',
+  identityClientId: '--identity-client-id',
+  azureJson: '--azure-json',
+  logLevel: '--log-level'
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Parses raw option values; throws ConfigError naming the flag and what it must be. */
+export function parseConfig<T extends z.ZodType> (schema: T, raw: unknown): Readonly<z.infer<T>> {
+  const result = schema.safeParse(raw)
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? '')
+      const value = (raw as Record<string, unknown>)[key]
+      return `${flagNames[key] ?? key} ${value === undefined ? '' : `${JSON.stringify(value)} `}${issue.message}`
+    })
+    throw new ConfigError(`invalid ${problems.join('; ')}`)
+  }
+  return Object.freeze(result.data)
+}

@@ -1,0 +1,106 @@
+// Binds the app to its addresses. `localhost` means 127.0.0.1 and ::1 explicitly, on the same
+// port, whatever /etc/hosts or the container's resolver say: the node's script may resolve
+// localhost to ::1 first. Where the host has no IPv6 loopback, IPv4 alone. This module owns
+// the sockets' timeouts and closing; the app itself never listens.
+
+import { createServer } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
+
+export interface ListenOptions {
+  readonly host: string
+  /** 0 picks a free port (the same one on every address). */
+  readonly port: number
+  /** Milliseconds a closing server waits for in-flight responses before cutting them. */
+  readonly closeGraceMs?: number
+  readonly log?: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }
+}
+
+export interface Listener {
+  readonly port: number
+  readonly addresses: readonly string[]
+  /** Stops accepting, lets in-flight responses finish (up to the grace period), then cuts the rest. */
+  close (): Promise<void>
+}
+
+/** Socket limits: a slow or silent client cannot hold a connection (or a storage stream) forever. */
+export const serverTimeouts = {
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  keepAliveTimeout: 5_000,
+  /** Inactivity on an open socket (a client that stopped reading a download). */
+  socketTimeout: 120_000
+} as const
+
+function makeServer (handler: RequestHandler): Server {
+  const server = createServer({ requestTimeout: serverTimeouts.requestTimeout, headersTimeout: serverTimeouts.headersTimeout }, handler)
+  server.keepAliveTimeout = serverTimeouts.keepAliveTimeout
+  server.setTimeout(serverTimeouts.socketTimeout, (socket) => socket.destroy())
+  return server
+}
+
+function bind (server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => { reject(err) }
+    server.once('error', onError)
+    server.listen({ host, port, exclusive: true }, () => {
+      server.off('error', onError)
+      const address = server.address()
+      resolve(typeof address === 'object' && address !== null ? address.port : port)
+    })
+  })
+}
+
+function closeServer (server: Server, graceMs: number): Promise<void> {
+  if (!server.listening) return Promise.resolve()
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { server.closeAllConnections() }, graceMs)
+    timer.unref()
+    server.close(() => { clearTimeout(timer); resolve() })
+    server.closeIdleConnections()
+  })
+}
+
+const ipv6Unavailable = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT', 'EPROTONOSUPPORT'])
+
+export async function listen (handler: RequestHandler, opts: ListenOptions): Promise<Listener> {
+  const graceMs = opts.closeGraceMs ?? 10_000
+  const hosts = opts.host === 'localhost' ? ['127.0.0.1', '::1'] : [opts.host]
+
+  for (let attempt = 0; ; attempt++) {
+    const servers: Server[] = []
+    const addresses: string[] = []
+    let port = opts.port
+    try {
+      for (const host of hosts) {
+        const server = makeServer(handler)
+        try {
+          port = await bind(server, host, port)
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code ?? ''
+          if (host === '::1' && addresses.length > 0 && ipv6Unavailable.has(code)) {
+            opts.log?.warn({ code }, 'no IPv6 loopback on this host: listening on 127.0.0.1 only')
+            continue
+          }
+          throw err
+        }
+        servers.push(server)
+        addresses.push(host)
+      }
+    } catch (err) {
+      await Promise.all(servers.map(async (s) => { await closeServer(s, 0) }))
+      // A free IPv4 port may be taken on ::1: with port 0, pick another pair.
+      if (opts.port === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 10) continue
+      throw err
+    }
+    opts.log?.info({ addresses, port }, `listening on ${addresses.map((a) => a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`).join(' and ')}`)
+    return {
+      port,
+      addresses,
+      async close () {
+        await Promise.all(servers.map(async (s) => { await closeServer(s, graceMs) }))
+      }
+    }
+  }
+}

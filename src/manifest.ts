@@ -1,0 +1,179 @@
+// The `packages.toml` manifest: parse, validate and index it.
+// Shared by the server's manifest cache and `pkg-serve validate`, so both apply the same rules.
+// It must never return a manifest that names a path outside the container, and never store
+// untrusted names as plain-object keys (`__proto__` is a valid package name): lookups use Maps.
+
+import TOML from '@iarna/toml'
+import { z } from 'zod'
+
+export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,128}$/
+
+const blobPath = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(1024, 'must be at most 1024 characters')
+  .refine((p) => !p.startsWith('/'), 'must be relative (no leading "/")')
+  .refine((p) => !p.includes('\\'), 'must not contain "\\"')
+  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments')
+  .refine((p) => !p.split('/').some((s) => s === ''), 'must not contain empty segments ("//" or a trailing "/")')
+  // eslint-disable-next-line no-control-regex
+  .refine((p) => !/[\u0000-\u001f\u007f]/.test(p), 'must not contain control characters')
+
+export const entrySchema = z.strictObject({
+  path: blobPath,
+  sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hexadecimal characters').optional(),
+  content_type: z
+    .string()
+    .regex(/^[A-Za-z0-9!#$&^_.+-]{1,127}\/[A-Za-z0-9!#$&^_.+-]{1,127}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[^"\r\n]*"|[A-Za-z0-9!#$&^_.+-]+))*$/,
+      'must be a media type such as application/vnd.debian.binary-package')
+    .optional(),
+  filename: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(255, 'must be at most 255 characters')
+    // eslint-disable-next-line no-control-regex
+    .refine((f) => !/[\u0000-\u001f\u007f/\\]/.test(f), 'must not contain "/", "\\" or control characters')
+    .optional()
+})
+
+export type EntryInput = z.infer<typeof entrySchema>
+
+export interface PackageEntry {
+  readonly name: string
+  readonly tag: string
+  readonly path: string
+  readonly sha256?: string
+  readonly contentType?: string
+  readonly filename?: string
+}
+
+export interface Manifest {
+  readonly packages: ReadonlyMap<string, ReadonlyMap<string, PackageEntry>>
+  readonly entryCount: number
+}
+
+export interface ManifestIssue {
+  /** `[name.tag]` or `name`, when the issue belongs to a table. */
+  readonly table?: string
+  readonly key?: string
+  readonly line?: number
+  readonly column?: number
+  readonly message: string
+}
+
+export class ManifestError extends Error {
+  readonly issues: readonly ManifestIssue[]
+  readonly source: string
+
+  constructor (source: string, issues: readonly ManifestIssue[]) {
+    super(`${source}: ${issues.map(formatIssue).join('; ')}`)
+    this.name = 'ManifestError'
+    this.source = source
+    this.issues = issues
+  }
+}
+
+export function formatIssue (issue: ManifestIssue): string {
+  const where: string[] = []
+  if (issue.line !== undefined) where.push(`line ${issue.line}, column ${issue.column ?? 0}`)
+  if (issue.table !== undefined) where.push(issue.table)
+  if (issue.key !== undefined) where.push(`key "${issue.key}"`)
+  return where.length > 0 ? `${where.join(' ')}: ${issue.message}` : issue.message
+}
+
+function tableName (name: string, tag?: string): string {
+  const quote = (s: string): string => /^[A-Za-z0-9_-]+$/.test(s) ? s : `'${s}'`
+  return tag === undefined ? `[${quote(name)}]` : `[${quote(name)}.${quote(tag)}]`
+}
+
+function isTable (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date)
+}
+
+interface TomlSyntaxError extends Error { line?: number, col?: number }
+
+function parseToml (text: string, source: string): Record<string, unknown> {
+  try {
+    return TOML.parse(text)
+  } catch (err) {
+    const e = err as TomlSyntaxError
+    // @iarna/toml reports 0-based positions and repeats them, with a snippet, in its message.
+    const reason = (e.message ?? String(err)).split('\n')[0]?.replace(/ at row \d+, col \d+, pos \d+:?$/, '') ?? 'invalid TOML'
+    throw new ManifestError(source, [{
+      line: typeof e.line === 'number' ? e.line + 1 : undefined,
+      column: typeof e.col === 'number' ? e.col + 1 : undefined,
+      message: `TOML syntax error: ${reason}`
+    }])
+  }
+}
+
+/** Parses and validates manifest text; throws ManifestError listing every problem found. */
+export function parseManifest (text: string, source = 'packages.toml'): Manifest {
+  const doc = parseToml(text, source)
+  const issues: ManifestIssue[] = []
+  const packages = new Map<string, Map<string, PackageEntry>>()
+  let entryCount = 0
+
+  for (const [name, tags] of Object.entries(doc)) {
+    if (!NAME_PATTERN.test(name)) {
+      issues.push({ table: tableName(name), message: 'package name must match [A-Za-z0-9._-]{1,128}' })
+      continue
+    }
+    if (!isTable(tags)) {
+      issues.push({ key: name, message: `expected a table of tags such as [${name}.latest], found a ${describe(tags)}` })
+      continue
+    }
+    const byTag = new Map<string, PackageEntry>()
+    for (const [tag, raw] of Object.entries(tags)) {
+      const table = tableName(name, tag)
+      if (!NAME_PATTERN.test(tag)) {
+        issues.push({ table, message: 'tag must match [A-Za-z0-9._-]{1,128}' })
+        continue
+      }
+      if (!isTable(raw)) {
+        issues.push({ table: tableName(name), key: tag, message: `expected a table with "path", found a ${describe(raw)}` })
+        continue
+      }
+      const parsed = entrySchema.safeParse(raw)
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) issues.push(...fromZodIssue(table, issue, raw))
+        continue
+      }
+      const { path, sha256, content_type: contentType, filename } = parsed.data
+      byTag.set(tag, {
+        name,
+        tag,
+        path,
+        ...(sha256 !== undefined && { sha256: sha256.toLowerCase() }),
+        ...(contentType !== undefined && { contentType }),
+        ...(filename !== undefined && { filename })
+      })
+      entryCount++
+    }
+    packages.set(name, byTag)
+  }
+
+  if (issues.length > 0) throw new ManifestError(source, issues)
+  return { packages, entryCount }
+}
+
+function fromZodIssue (table: string, issue: z.core.$ZodIssue, raw: Record<string, unknown>): ManifestIssue[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({ table, key, message: 'unknown key (allowed: path, sha256, content_type, filename)' }))
+  }
+  const key = issue.path.map(String).join('.') || undefined
+  if (issue.code === 'invalid_type') {
+    const value = key === undefined ? raw : raw[key]
+    if (value === undefined) return [{ table, key, message: 'is required' }]
+    return [{ table, key, message: `expected a ${issue.expected}, found a ${describe(value)}` }]
+  }
+  return [{ table, key, message: issue.message }]
+}
+
+function describe (value: unknown): string {
+  if (value instanceof Date) return 'date'
+  if (Array.isArray(value)) return 'array'
+  if (value === null) return 'null'
+  if (isTable(value)) return 'table'
+  return typeof value
+}

@@ -1,0 +1,60 @@
+// The Prometheus metrics operators alert on. One Registry per app instance (never the global
+// default), so several apps in one process (tests, the launcher) do not collide.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export function createMetrics () {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'pkg_serve_' })
+  return {
+    registry,
+    requests: new Counter({
+      name: 'pkg_serve_http_requests_total',
+      help: 'HTTP requests answered, by method, route and status code',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers: [registry]
+    }),
+    requestDuration: new Histogram({
+      name: 'pkg_serve_http_request_duration_seconds',
+      help: 'Time from request to the end of the response, by route',
+      labelNames: ['route'] as const,
+      buckets: [0.005, 0.025, 0.1, 0.5, 2, 10, 60, 300],
+      registers: [registry]
+    }),
+    bytesServed: new Counter({
+      name: 'pkg_serve_bytes_served_total',
+      help: 'Package bytes sent in completed downloads',
+      registers: [registry]
+    }),
+    downloads: new Counter({
+      name: 'pkg_serve_downloads_total',
+      help: 'Package downloads (GET bodies), by result: complete, aborted (client left or transfer broken)',
+      labelNames: ['result'] as const,
+      registers: [registry]
+    }),
+    storageErrors: new Counter({
+      name: 'pkg_serve_storage_errors_total',
+      help: 'Storage failures, by kind (not-found, denied, unreachable, timeout, changed, integrity, failed)',
+      labelNames: ['kind'] as const,
+      registers: [registry]
+    }),
+    manifestReloads: new Counter({
+      name: 'pkg_serve_manifest_reloads_total',
+      help: 'Manifest checks, by result (loaded, unchanged, rejected, error)',
+      labelNames: ['result'] as const,
+      registers: [registry]
+    }),
+    manifestLoaded: new Gauge({
+      name: 'pkg_serve_manifest_loaded',
+      help: '1 when a manifest is loaded and packages can be served',
+      registers: [registry]
+    }),
+    manifestEntries: new Gauge({
+      name: 'pkg_serve_manifest_entries',
+      help: 'Package tags in the manifest being served',
+      registers: [registry]
+    })
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,176 @@
+// The package routes: listings, and GET/HEAD /pkg/:name/:tag streaming the blob the manifest
+// names. A request can only ever reach a blob through a manifest entry (names are looked up in
+// Maps, never joined into paths). The body is the storage stream itself, never buffered.
+
+import { basename } from 'node:path'
+import { pipeline } from 'node:stream'
+import type { Readable } from 'node:stream'
+import contentDisposition from 'content-disposition'
+import type { FastifyReply } from 'fastify'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import mime from 'mime-types'
+import { z } from 'zod'
+import { storageFailure } from '../http/errors.ts'
+import { planResponse } from '../http/conditional.ts'
+import { Sha256Verifier } from '../http/sha256-verifier.ts'
+import type { Manifest, PackageEntry } from '../manifest.ts'
+import { isStorageError } from '../storage/types.ts'
+import type { BlobProperties } from '../storage/types.ts'
+
+const GENERIC_TYPES = new Set(['application/octet-stream', 'binary/octet-stream', ''])
+const RETRY_AFTER_SECONDS = 5
+
+function show (name: string): string {
+  return JSON.stringify(name.length > 130 ? `${name.slice(0, 128)}…` : name)
+}
+
+function listSome (items: readonly string[], max = 20): string {
+  if (items.length === 0) return '(none)'
+  const shown = items.slice(0, max).join(', ')
+  return items.length > max ? `${shown}, … and ${items.length - max} more` : shown
+}
+
+function sorted<T> (values: Iterable<T>, key: (v: T) => string): T[] {
+  return [...values].sort((a, b) => key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0)
+}
+
+function tagObjects (tags: ReadonlyMap<string, PackageEntry>) {
+  return sorted(tags.values(), (e) => e.tag).map((e) => ({
+    tag: e.tag,
+    path: e.path,
+    url: `/pkg/${encodeURIComponent(e.name)}/${encodeURIComponent(e.tag)}`
+  }))
+}
+
+function contentTypeOf (entry: PackageEntry, blob: BlobProperties): string {
+  if (entry.contentType !== undefined) return entry.contentType
+  if (blob.contentType !== undefined && !GENERIC_TYPES.has(blob.contentType.toLowerCase())) return blob.contentType
+  return mime.lookup(entry.path) || 'application/octet-stream'
+}
+
+const nameParams = z.object({ name: z.string() })
+const tagParams = z.object({ name: z.string(), tag: z.string() })
+
+const packages: FastifyPluginAsyncZod = async function packages (fastify) {
+  const { store, metrics, httpErrors } = fastify
+
+  function requireManifest (reply: FastifyReply): Manifest {
+    const current = fastify.manifests.manifest
+    if (current !== undefined) return current
+    const status = fastify.manifests.status()
+    reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+    const why = status.lastError !== null ? `: ${status.lastError.message}` : ' (first load in progress)'
+    throw httpErrors.serviceUnavailable(`no package manifest is loaded yet${why}; retry in ${RETRY_AFTER_SECONDS}s`)
+  }
+
+  function requirePackage (manifest: Manifest, name: string): ReadonlyMap<string, PackageEntry> {
+    const tags = manifest.packages.get(name)
+    if (tags === undefined) {
+      throw httpErrors.notFound(`no package named ${show(name)}; packages: ${listSome(sorted(manifest.packages.keys(), (n) => n))}`)
+    }
+    return tags
+  }
+
+  fastify.get('/', async (_request, reply) => {
+    const manifest = requireManifest(reply)
+    return {
+      packages: sorted(manifest.packages.entries(), ([name]) => name)
+        .map(([name, tags]) => ({ name, tags: tagObjects(tags) }))
+    }
+  })
+
+  fastify.get('/:name', { schema: { params: nameParams } }, async (request, reply) => {
+    const { name } = request.params
+    const tags = requirePackage(requireManifest(reply), name)
+    return { name, tags: tagObjects(tags) }
+  })
+
+  fastify.route({
+    method: ['GET', 'HEAD'],
+    url: '/:name/:tag',
+    exposeHeadRoute: false,
+    schema: { params: tagParams },
+    async handler (request, reply) {
+      const { name, tag } = request.params
+      const tags = requirePackage(requireManifest(reply), name)
+      const entry = tags.get(tag)
+      if (entry === undefined) {
+        throw httpErrors.notFound(`package ${show(name)} has no tag ${show(tag)}; its tags: ${listSome(sorted(tags.keys(), (t) => t))}`)
+      }
+      const context = `[${entry.name}.${entry.tag}] (blob "${entry.path}")`
+
+      // Looked up, then read pinned to that ETag; if the blob is replaced in between, look again once.
+      for (let attempt = 0; ; attempt++) {
+        let blob: BlobProperties
+        try {
+          blob = await store.stat(entry.path)
+        } catch (err) {
+          throw toHttpError(err, context)
+        }
+
+        reply.headers({
+          etag: blob.etag,
+          'last-modified': blob.lastModified.toUTCString(),
+          'cache-control': 'no-cache',
+          'accept-ranges': 'bytes'
+        })
+        const plan = planResponse(request.headers, blob)
+        if (plan.status === 304) return reply.code(304).send()
+        if (plan.status === 416) {
+          reply.header('content-range', `bytes */${blob.size}`)
+          throw httpErrors.rangeNotSatisfiable(`range ${request.headers.range ?? ''} is outside ${context}, which is ${blob.size} bytes`)
+        }
+
+        reply.headers({
+          'content-type': contentTypeOf(entry, blob),
+          'content-disposition': contentDisposition(entry.filename ?? basename(entry.path)),
+          'x-content-type-options': 'nosniff'
+        })
+        let length = blob.size
+        if (plan.status === 206) {
+          length = plan.end - plan.start + 1
+          reply.code(206).header('content-range', `bytes ${plan.start}-${plan.end}/${blob.size}`)
+        }
+        reply.header('content-length', String(length))
+        if (request.method === 'HEAD') return reply.send()
+
+        let body: Readable
+        try {
+          body = await store.read(entry.path, {
+            etag: blob.etag,
+            ...(plan.status === 206 && { start: plan.start, end: plan.end })
+          })
+        } catch (err) {
+          if (attempt === 0 && isStorageError(err) && err.kind === 'changed') continue
+          throw toHttpError(err, context)
+        }
+        if (entry.sha256 !== undefined && plan.status === 200) {
+          body = pipeline(body, new Sha256Verifier(entry.sha256), () => {})
+        }
+        // Headers are sent by now: a failure from here on breaks the connection (never a short 200).
+        body.once('error', (err: Error) => {
+          const integrity = err.name === 'IntegrityError'
+          metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
+          request.log[integrity ? 'error' : 'warn']({ err, blob: entry.path }, `download of ${context} broken: ${err.message}`)
+        })
+        reply.raw.once('close', () => {
+          const complete = reply.raw.writableFinished
+          metrics.downloads.inc({ result: complete ? 'complete' : 'aborted' })
+          if (complete) metrics.bytesServed.inc(length)
+        })
+        return reply.send(body)
+      }
+    }
+  })
+
+  function toHttpError (err: unknown, context: string): Error {
+    if (!isStorageError(err)) return err instanceof Error ? err : new Error(String(err))
+    metrics.storageErrors.inc({ kind: err.kind })
+    const failure = storageFailure(err, context)
+    return httpErrors.createError(failure.statusCode, failure.message, {
+      ...(failure.retryAfterSeconds !== undefined && { headers: { 'retry-after': String(failure.retryAfterSeconds) } })
+    })
+  }
+}
+
+export default packages

@@ -1,0 +1,79 @@
+// Owns a listening pkg-serve: opens the storage, builds the app with the process logger, binds
+// the loopback addresses and closes everything in order. Used by `serve` (and the launcher).
+
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import { buildApp } from './app.ts'
+import { listen } from './listen.ts'
+import type { Listener } from './listen.ts'
+import { openStore } from './storage/open.ts'
+
+export interface ServerConfig {
+  readonly storage?: string | undefined
+  readonly container: string
+  readonly endpointSuffix: string
+  readonly identityClientId?: string | undefined
+  readonly azureJson: string
+  readonly manifest: string
+  readonly pollInterval: number
+  readonly host: string
+  readonly port: number
+}
+
+export interface RunningServer {
+  readonly app: FastifyInstance
+  readonly port: number
+  readonly addresses: readonly string[]
+  /** http://localhost:PORT (or the host given). */
+  readonly url: string
+  close (): Promise<void>
+}
+
+export async function startServer (config: ServerConfig, deps: {
+  readonly logger: FastifyBaseLogger
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly closeGraceMs?: number
+}): Promise<RunningServer> {
+  const { store, description } = await openStore({
+    storage: config.storage,
+    container: config.container,
+    endpointSuffix: config.endpointSuffix,
+    identityClientId: config.identityClientId,
+    azureJsonPath: config.azureJson,
+    env: deps.env
+  })
+  deps.logger.info({ storage: description }, `storage: ${description}`)
+
+  const app = await buildApp(
+    { store, manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
+    { loggerInstance: deps.logger }
+  )
+  let listener: Listener
+  try {
+    await app.ready()
+    listener = await listen(app.routing, {
+      host: config.host,
+      port: config.port,
+      log: deps.logger,
+      ...(deps.closeGraceMs !== undefined && { closeGraceMs: deps.closeGraceMs })
+    })
+  } catch (err) {
+    await app.close()
+    throw err
+  }
+
+  const urlHost = config.host === 'localhost' || !config.host.includes(':') ? config.host : `[${config.host}]`
+  let closing: Promise<void> | undefined
+  return {
+    app,
+    port: listener.port,
+    addresses: listener.addresses,
+    url: `http://${urlHost}:${listener.port}`,
+    close () {
+      closing ??= (async () => {
+        await listener.close()
+        await app.close()
+      })()
+      return closing
+    }
+  }
+}

@@ -1,0 +1,112 @@
+// Azure Blob Storage backend. Holds one ContainerClient (one credential, one keep-alive pipeline)
+// for the life of the process; never creates clients or credentials per request. Every read is
+// pinned to the ETag the caller looked up, so a blob overwritten mid-download fails the transfer
+// instead of mixing two versions. Errors become StorageError kinds, never bare SDK errors.
+
+import { RestError } from '@azure/storage-blob'
+import type { ContainerClient } from '@azure/storage-blob'
+import type { Readable } from 'node:stream'
+import { MAX_TEXT_BYTES, StorageError } from './types.ts'
+import type { BlobStore, ReadOptions, TextRead } from './types.ts'
+
+export interface AzureStoreOptions {
+  readonly container: ContainerClient
+  /** Where and as whom, for logs (never a secret). */
+  readonly description: string
+  /** How often the SDK may resume a broken download (always pinned to the same ETag). */
+  readonly maxRetryRequests?: number
+}
+
+const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', 'REQUEST_SEND_ERROR'])
+
+/** Turns whatever the SDK threw into a StorageError that says what happened to which blob. */
+export function toStorageError (err: unknown, what: string): StorageError {
+  if (err instanceof StorageError) return err
+  const e = err as Partial<RestError> & Error & { details?: { errorCode?: string } }
+  const status = typeof e.statusCode === 'number' ? e.statusCode : undefined
+  const code = e.details?.errorCode ?? (typeof e.code === 'string' ? e.code : undefined)
+  const suffix = code !== undefined ? ` (${status ?? ''}${status !== undefined ? ' ' : ''}${code})` : status !== undefined ? ` (${status})` : ''
+  const details = { status, code, cause: err }
+  if (status === 404) {
+    const what404 = code === 'ContainerNotFound' ? `the container holding ${what} does not exist` : `${what} does not exist`
+    return new StorageError('not-found', `${what404}${suffix}`, details)
+  }
+  if (status === 401 || status === 403) {
+    return new StorageError('denied', `storage refused access to ${what}${suffix}`, details)
+  }
+  if (status === 412) return new StorageError('changed', `${what} changed while it was being read${suffix}`, details)
+  if (e.name === 'AbortError' || code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' || /timed? ?out/i.test(e.message ?? '')) {
+    return new StorageError('timeout', `storage did not answer in time for ${what}${suffix}`, details)
+  }
+  if (status === undefined && (code === undefined || unreachableCodes.has(code) || !(err instanceof RestError))) {
+    return new StorageError('unreachable', `storage is unreachable for ${what}: ${e.message}${suffix}`, details)
+  }
+  return new StorageError('failed', `storage failed on ${what}: ${e.message.split('\n')[0] ?? ''}${suffix}`, details)
+}
+
+export function createAzureStore (options: AzureStoreOptions): BlobStore {
+  const { container } = options
+  const maxRetryRequests = options.maxRetryRequests ?? 3
+  const name = (path: string): string => `blob "${path}" in container "${container.containerName}"`
+
+  return {
+    description: options.description,
+
+    async stat (path) {
+      try {
+        const p = await container.getBlobClient(path).getProperties()
+        if (p.etag === undefined || p.contentLength === undefined) {
+          throw new StorageError('failed', `storage gave no ETag or length for ${name(path)}`)
+        }
+        return {
+          size: p.contentLength,
+          etag: p.etag,
+          lastModified: p.lastModified ?? new Date(0),
+          ...(p.contentType !== undefined && { contentType: p.contentType })
+        }
+      } catch (err) {
+        throw toStorageError(err, name(path))
+      }
+    },
+
+    async read (path, opts: ReadOptions): Promise<Readable> {
+      const start = opts.start ?? 0
+      const count = opts.end === undefined ? undefined : opts.end - start + 1
+      try {
+        const res = await container.getBlobClient(path).download(start, count, {
+          conditions: { ifMatch: opts.etag },
+          maxRetryRequests,
+          ...(opts.signal !== undefined && { abortSignal: opts.signal })
+        })
+        const body = res.readableStreamBody as Readable | undefined
+        if (body === undefined) throw new StorageError('failed', `storage sent no body for ${name(path)}`)
+        return body
+      } catch (err) {
+        throw toStorageError(err, name(path))
+      }
+    },
+
+    async readText (path, ifNoneMatch): Promise<TextRead> {
+      try {
+        const res = await container.getBlobClient(path).download(0, undefined, {
+          ...(ifNoneMatch !== undefined && { conditions: { ifNoneMatch } }),
+          maxRetryRequests
+        })
+        if (res._response.status === 304) return { changed: false }
+        if ((res.contentLength ?? 0) > MAX_TEXT_BYTES) {
+          throw new StorageError('too-large', `${name(path)} is ${res.contentLength ?? 0} bytes; the limit is ${MAX_TEXT_BYTES}`)
+        }
+        const body = res.readableStreamBody
+        if (body === undefined || res.etag === undefined) throw new StorageError('failed', `storage sent no body or ETag for ${name(path)}`)
+        const chunks: Buffer[] = []
+        for await (const chunk of body) chunks.push(chunk as Buffer)
+        return { changed: true, etag: res.etag, text: Buffer.concat(chunks).toString('utf8') }
+      } catch (err) {
+        if ((err as RestError).statusCode === 304) return { changed: false }
+        throw toStorageError(err, name(path))
+      }
+    },
+
+    async close () {}
+  }
+}

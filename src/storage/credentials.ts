@@ -1,0 +1,75 @@
+// Chooses the Azure credential, deterministically and in the order the operator expects:
+// connection string (handled by the caller) → workload identity → managed identity with a
+// client id (flag/env, else the kubelet identity from the node's azure.json) → DefaultAzureCredential.
+// It must never log or return a secret: descriptions name the kind and the (public) client id only.
+
+import { readFile } from 'node:fs/promises'
+import { DefaultAzureCredential, ManagedIdentityCredential, WorkloadIdentityCredential } from '@azure/identity'
+import type { TokenCredential } from '@azure/identity'
+
+export interface CredentialOptions {
+  readonly env: Readonly<Record<string, string | undefined>>
+  /** `--identity-client-id`; falls back to AZURE_CLIENT_ID. */
+  readonly identityClientId?: string | undefined
+  /** The node's cloud-provider config, whose `userAssignedIdentityID` is the kubelet identity. */
+  readonly azureJsonPath: string
+}
+
+export interface CredentialChoice {
+  readonly credential: TokenCredential
+  readonly description: string
+}
+
+/** Reads the kubelet identity's client id from azure.json; undefined when absent or unreadable. */
+export async function readKubeletClientId (path: string): Promise<string | undefined> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch {
+    return undefined
+  }
+  try {
+    const id: unknown = (JSON.parse(text) as Record<string, unknown>).userAssignedIdentityID
+    return typeof id === 'string' && id.trim() !== '' ? id.trim() : undefined
+  } catch {
+    return undefined
+  }
+}
+
+export async function chooseCredential (opts: CredentialOptions): Promise<CredentialChoice> {
+  const { env } = opts
+  const nonEmpty = (v: string | undefined): string | undefined => v !== undefined && v.trim() !== '' ? v.trim() : undefined
+
+  const tokenFile = nonEmpty(env.AZURE_FEDERATED_TOKEN_FILE)
+  if (tokenFile !== undefined) {
+    const clientId = nonEmpty(opts.identityClientId) ?? nonEmpty(env.AZURE_CLIENT_ID)
+    return {
+      credential: new WorkloadIdentityCredential({
+        tokenFilePath: tokenFile,
+        ...(clientId !== undefined && { clientId })
+      }),
+      description: `workload identity (client id ${clientId ?? 'from the pod'}, token file ${tokenFile})`
+    }
+  }
+
+  const explicit = nonEmpty(opts.identityClientId) ?? nonEmpty(env.AZURE_CLIENT_ID)
+  if (explicit !== undefined) {
+    return {
+      credential: new ManagedIdentityCredential({ clientId: explicit }),
+      description: `managed identity (client id ${explicit})`
+    }
+  }
+
+  const kubelet = await readKubeletClientId(opts.azureJsonPath)
+  if (kubelet !== undefined) {
+    return {
+      credential: new ManagedIdentityCredential({ clientId: kubelet }),
+      description: `managed identity (kubelet identity ${kubelet} from ${opts.azureJsonPath})`
+    }
+  }
+
+  return {
+    credential: new DefaultAzureCredential(),
+    description: 'DefaultAzureCredential (environment, managed identity, Azure CLI, …)'
+  }
+}

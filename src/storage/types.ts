@@ -1,0 +1,70 @@
+// The one small interface every storage backend satisfies (Azure Blob, a local directory).
+// Nothing here knows about Fastify or HTTP: backends report failures as StorageError kinds,
+// and the routes decide which status each kind becomes. A backend must never buffer a blob.
+
+import type { Readable } from 'node:stream'
+
+export interface BlobProperties {
+  readonly size: number
+  /** Strong, quoted entity tag identifying this version of the blob. */
+  readonly etag: string
+  readonly lastModified: Date
+  /** The content type stored with the blob, when the backend keeps one. */
+  readonly contentType?: string
+}
+
+export interface ReadOptions {
+  /** The version to read: a read fails with kind "changed" once the blob is another version. */
+  readonly etag: string
+  /** First byte, inclusive (default 0). */
+  readonly start?: number
+  /** Last byte, inclusive (default: the end of the blob). */
+  readonly end?: number
+  readonly signal?: AbortSignal
+}
+
+export type TextRead =
+  | { readonly changed: false }
+  | { readonly changed: true, readonly etag: string, readonly text: string }
+
+export interface BlobStore {
+  /** Where the blobs come from, for logs (never a secret). */
+  readonly description: string
+  stat (path: string): Promise<BlobProperties>
+  read (path: string, options: ReadOptions): Promise<Readable>
+  /** Reads a small text blob unless its ETag still equals `ifNoneMatch` (one conditional request). */
+  readText (path: string, ifNoneMatch?: string): Promise<TextRead>
+  close (): Promise<void>
+}
+
+export type StorageErrorKind =
+  | 'not-found' // the blob (or the container) does not exist
+  | 'denied' // the storage service refused our identity (401/403)
+  | 'unreachable' // no connection could be made, or it broke
+  | 'timeout' // the storage service did not answer in time
+  | 'changed' // the blob is no longer the version asked for
+  | 'too-large' // a text read over its limit
+  | 'failed' // any other answer from the storage service
+
+export class StorageError extends Error {
+  readonly kind: StorageErrorKind
+  /** The storage service's HTTP status, when it answered. */
+  readonly status?: number
+  /** The storage service's error code (e.g. AuthorizationPermissionMismatch), when it gave one. */
+  readonly code?: string
+
+  constructor (kind: StorageErrorKind, message: string, details: { status?: number, code?: string, cause?: unknown } = {}) {
+    super(message, { cause: details.cause })
+    this.name = 'StorageError'
+    this.kind = kind
+    if (details.status !== undefined) this.status = details.status
+    if (details.code !== undefined) this.code = details.code
+  }
+}
+
+export function isStorageError (err: unknown): err is StorageError {
+  return err instanceof StorageError
+}
+
+/** The most a manifest may weigh; a larger one is refused rather than held in memory. */
+export const MAX_TEXT_BYTES = 4 * 1024 * 1024
