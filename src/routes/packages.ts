@@ -48,6 +48,11 @@ function contentTypeOf (entry: PackageEntry, blob: BlobProperties): string {
   return mime.lookup(entry.path) || 'application/octet-stream'
 }
 
+/** RFC 6266 attachment: an ASCII-only filename= fallback, plus filename*= UTF-8 when the name needs it. */
+function attachment (name: string): string {
+  return contentDisposition(name, { fallback: name.replace(/[^\x20-\x7e]/g, '_') })
+}
+
 const nameParams = z.object({ name: z.string() })
 const tagParams = z.object({ name: z.string(), tag: z.string() })
 
@@ -123,7 +128,7 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
 
         reply.headers({
           'content-type': contentTypeOf(entry, blob),
-          'content-disposition': contentDisposition(entry.filename ?? basename(entry.path)),
+          'content-disposition': attachment(entry.filename ?? basename(entry.path)),
           'x-content-type-options': 'nosniff'
         })
         let length = blob.size
@@ -153,11 +158,13 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
           request.log[integrity ? 'error' : 'warn']({ err, blob: entry.path }, `download of ${context} broken: ${err.message}`)
         })
-        reply.raw.once('close', () => {
-          const complete = reply.raw.writableFinished
-          metrics.downloads.inc({ result: complete ? 'complete' : 'aborted' })
-          if (complete) metrics.bytesServed.inc(length)
+        let finished = false
+        reply.raw.once('finish', () => {
+          finished = true
+          metrics.downloads.inc({ result: 'complete' })
+          metrics.bytesServed.inc(length)
         })
+        reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
         return reply.send(body)
       }
     }

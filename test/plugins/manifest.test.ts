@@ -1,0 +1,69 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import type { FastifyInstance } from 'fastify'
+import { localApp } from '../helpers/app.ts'
+
+const POLL_SECONDS = 0.1
+
+async function eventually<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+async function readyz (app: FastifyInstance) {
+  return (await app.inject('/readyz')).json()
+}
+
+test('hot reload: a new entry is served within a poll; broken manifests never replace the good one', async (t) => {
+  const good = "[a.latest]\npath = 'a.txt'\n"
+  const { app, put } = await localApp(t, { 'packages.toml': good, 'a.txt': 'A', 'b.txt': 'B' }, { pollIntervalSeconds: POLL_SECONDS })
+  assert.equal((await app.inject('/pkg/b/latest')).statusCode, 404)
+
+  const started = Date.now()
+  await put('packages.toml', good + "[b.latest]\npath = 'b.txt'\n")
+  await eventually('the new entry', async () => (await app.inject('/pkg/b/latest')).statusCode === 200 ? true : undefined)
+  const reloadMs = Date.now() - started
+  assert.ok(reloadMs < POLL_SECONDS * 1000 * 1.1 + 1000, `took ${reloadMs} ms`)
+
+  const broken: Array<[string, RegExp]> = [
+    ["[a.latest]\npath = 'a.txt'\n[b.latest\n", /line 3, column \d+: TOML syntax error/],
+    ["[a.latest]\npath = 'a.txt'\ncolour = 'red'\n", /\[a\.latest\] key "colour": unknown key/],
+    ["[a.latest]\npath = '../../etc/passwd'\n", /\[a\.latest\] key "path": must not contain "\." or "\.\." segments/],
+    ["['a b'.latest]\npath = 'a.txt'\n", /\['a b'\]: package name must match/],
+    ['\u0000\u0001binary garbage', /TOML syntax error/]
+  ]
+  for (const [text, expected] of broken) {
+    const goodEtag = (await readyz(app)).manifest.etag
+    await put('packages.toml', text)
+    const status = await eventually('the rejection', async () => {
+      const body = await readyz(app)
+      return body.manifest.lastError !== null ? body : undefined
+    })
+    assert.match(status.manifest.lastError.message, expected)
+    assert.equal(status.ready, true, 'still ready: the last good manifest is served')
+    assert.equal(status.manifest.etag, goodEtag)
+    assert.equal((await app.inject('/pkg/b/latest')).body, 'B')
+    assert.equal((await app.inject('/pkg/a/latest')).body, 'A')
+    // Repair before the next case, so each rejection is observed on its own.
+    await put('packages.toml', good + "[b.latest]\npath = 'b.txt'\n" + `# ${Math.random()}\n`)
+    await eventually('the repair', async () => (await readyz(app)).manifest.lastError === null ? true : undefined)
+  }
+
+  const metrics = (await app.inject('/metrics')).body
+  assert.match(metrics, /pkg_serve_manifest_reloads_total\{result="rejected"\} [5-9]/)
+})
+
+test('an unchanged manifest is not downloaded again', async (t) => {
+  const { app } = await localApp(t, { 'packages.toml': "[a.latest]\npath = 'a.txt'\n", 'a.txt': 'A' }, { pollIntervalSeconds: POLL_SECONDS })
+  const first = await readyz(app)
+  await new Promise((resolve) => setTimeout(resolve, POLL_SECONDS * 1000 * 5))
+  const later = await readyz(app)
+  assert.equal(later.manifest.loadedAt, first.manifest.loadedAt, 'the manifest was not reloaded')
+  assert.notEqual(later.manifest.checkedAt, first.manifest.checkedAt, 'but it was checked')
+  assert.match((await app.inject('/metrics')).body, /pkg_serve_manifest_reloads_total\{result="unchanged"\} ([3-9]|\d\d)/)
+})

@@ -1,0 +1,100 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer } from 'node:net'
+import { buffer } from 'node:stream/consumers'
+import { BlobServiceClient } from '@azure/storage-blob'
+import { createAzureStore } from '../../src/storage/azure.ts'
+import { StorageError } from '../../src/storage/types.ts'
+import type { StorageErrorKind } from '../../src/storage/types.ts'
+import { connectionStringFor, startAzurite } from '../helpers/azurite.ts'
+
+async function rejectsWith (promise: Promise<unknown>, kind: StorageErrorKind, pattern?: RegExp): Promise<StorageError> {
+  try {
+    await promise
+  } catch (err) {
+    assert.ok(err instanceof StorageError, `expected StorageError, got ${String(err)}`)
+    assert.equal(err.kind, kind, err.message)
+    if (pattern !== undefined) assert.match(err.message, pattern)
+    return err
+  }
+  assert.fail(`expected a ${kind} StorageError`)
+}
+
+async function freePortWithNothingListening (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  assert.ok(typeof address === 'object' && address !== null)
+  return address.port
+}
+
+test('Azure store against Azurite', async (t) => {
+  const azurite = await startAzurite(t)
+  const container = await azurite.container('pkg')
+  const store = createAzureStore({ container, description: 'azurite' })
+  const data = Buffer.alloc(300_000, 7)
+  data.write('start', 0)
+  await container.getBlockBlobClient('dir/blob.bin').uploadData(data, { blobHTTPHeaders: { blobContentType: 'application/x-test' } })
+
+  await t.test('stat gives size, ETag, date and content type', async () => {
+    const p = await store.stat('dir/blob.bin')
+    assert.equal(p.size, data.length)
+    assert.match(p.etag, /^"0x[0-9A-F]+"$/)
+    assert.ok(p.lastModified instanceof Date)
+    assert.equal(p.contentType, 'application/x-test')
+  })
+
+  await t.test('read streams the whole blob or an inclusive range, pinned to the ETag', async () => {
+    const { etag } = await store.stat('dir/blob.bin')
+    assert.deepEqual(await buffer(await store.read('dir/blob.bin', { etag })), data)
+    assert.deepEqual(await buffer(await store.read('dir/blob.bin', { etag, start: 2, end: 4 })), data.subarray(2, 5))
+    assert.deepEqual(await buffer(await store.read('dir/blob.bin', { etag, start: 299_990 })), data.subarray(299_990))
+  })
+
+  await t.test('a read of a replaced blob fails as "changed"', async () => {
+    const { etag } = await store.stat('dir/blob.bin')
+    await container.getBlockBlobClient('dir/blob.bin').uploadData(Buffer.from('other'))
+    await rejectsWith(store.read('dir/blob.bin', { etag }), 'changed')
+  })
+
+  await t.test('a missing blob is "not-found" and names the blob', async () => {
+    await rejectsWith(store.stat('nope.deb'), 'not-found', /blob "nope\.deb" in container "pkg" does not exist/)
+    await rejectsWith(store.readText('nope.toml'), 'not-found')
+  })
+
+  await t.test('a missing container is "not-found" and says so', async () => {
+    const other = createAzureStore({ container: azurite.service.getContainerClient('absent'), description: 'x' })
+    await rejectsWith(other.readText('packages.toml'), 'not-found', /container/)
+  })
+
+  await t.test('readText downloads once, then answers unchanged with one conditional request', async () => {
+    await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from("[a.b]\npath = 'x'\n"))
+    const first = await store.readText('packages.toml')
+    assert.ok(first.changed)
+    assert.equal(first.text, "[a.b]\npath = 'x'\n")
+    assert.deepEqual(await store.readText('packages.toml', first.etag), { changed: false })
+    await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from('# changed\n'))
+    const second = await store.readText('packages.toml', first.etag)
+    assert.ok(second.changed)
+    assert.equal(second.text, '# changed\n')
+    assert.notEqual(second.etag, first.etag)
+  })
+
+  await t.test('a wrong account key is "denied" (403), not "not-found"', async () => {
+    const wrongKey = Buffer.alloc(64, 1).toString('base64')
+    const service = BlobServiceClient.fromConnectionString(connectionStringFor(azurite.blobEndpoint, wrongKey), { retryOptions: { maxTries: 1 } })
+    const denied = createAzureStore({ container: service.getContainerClient('pkg'), description: 'x' })
+    const err = await rejectsWith(denied.stat('dir/blob.bin'), 'denied', /refused access/)
+    assert.equal(err.status, 403)
+    await rejectsWith(denied.readText('packages.toml'), 'denied')
+  })
+
+  await t.test('no storage listening is "unreachable"', async () => {
+    const port = await freePortWithNothingListening()
+    const service = BlobServiceClient.fromConnectionString(connectionStringFor(`http://127.0.0.1:${port}/devstoreaccount1`), { retryOptions: { maxTries: 1 } })
+    const gone = createAzureStore({ container: service.getContainerClient('pkg'), description: 'x' })
+    await rejectsWith(gone.stat('dir/blob.bin'), 'unreachable', /unreachable/)
+    await rejectsWith(gone.readText('packages.toml'), 'unreachable')
+  })
+})
