@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, LOG_LEVELS, parseConfig, serveConfigSchema } from './config.ts'
+import { CredentialConfigError } from './storage/credentials.ts'
 import { StorageSpecError } from './storage/open.ts'
 import { serve } from './commands/serve.ts'
 
@@ -33,7 +34,7 @@ export class UsageError extends Error {
 
 /** Errors whose message is all the user needs (no stack trace). */
 export function isUserError (err: unknown): boolean {
-  return err instanceof ConfigError || err instanceof StorageSpecError || err instanceof UsageError
+  return err instanceof ConfigError || err instanceof StorageSpecError || err instanceof CredentialConfigError || err instanceof UsageError
 }
 
 function describeListenError (err: unknown): string | undefined {
@@ -54,7 +55,7 @@ export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut:
     .configureOutput({
       writeOut,
       writeErr,
-      outputError: (str, write) => { write(`pkg-serve: ${str.replace(/^error: /, '').trimEnd()}\n`) }
+      outputError: (str, write) => { write(`pkg-serve: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`) }
     })
     .showSuggestionAfterError(true)
 

@@ -7,6 +7,10 @@ import { readFile } from 'node:fs/promises'
 import { DefaultAzureCredential, ManagedIdentityCredential, WorkloadIdentityCredential } from '@azure/identity'
 import type { TokenCredential } from '@azure/identity'
 
+export class CredentialConfigError extends Error {
+  override name = 'CredentialConfigError'
+}
+
 export interface CredentialOptions {
   readonly env: Readonly<Record<string, string | undefined>>
   /** `--identity-client-id`; falls back to AZURE_CLIENT_ID. */
@@ -43,12 +47,13 @@ export async function chooseCredential (opts: CredentialOptions): Promise<Creden
   const tokenFile = nonEmpty(env.AZURE_FEDERATED_TOKEN_FILE)
   if (tokenFile !== undefined) {
     const clientId = nonEmpty(opts.identityClientId) ?? nonEmpty(env.AZURE_CLIENT_ID)
+    const tenantId = nonEmpty(env.AZURE_TENANT_ID)
+    if (clientId === undefined || tenantId === undefined) {
+      throw new CredentialConfigError('AZURE_FEDERATED_TOKEN_FILE is set (workload identity) but AZURE_CLIENT_ID or AZURE_TENANT_ID is not: label the service account with azure.workload.identity/client-id')
+    }
     return {
-      credential: new WorkloadIdentityCredential({
-        tokenFilePath: tokenFile,
-        ...(clientId !== undefined && { clientId })
-      }),
-      description: `workload identity (client id ${clientId ?? 'from the pod'}, token file ${tokenFile})`
+      credential: new WorkloadIdentityCredential({ tokenFilePath: tokenFile, clientId, tenantId }),
+      description: `workload identity (client id ${clientId}, tenant ${tenantId})`
     }
   }
 

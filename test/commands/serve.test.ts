@@ -1,0 +1,159 @@
+// `pkg-serve serve` as a real process against real Azurite, with real HTTP clients.
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile, spawnSync } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { startAzurite } from '../helpers/azurite.ts'
+import { startCli } from '../helpers/cli.ts'
+import { tempDir } from '../helpers/tmp.ts'
+
+const exec = promisify(execFile)
+const isRoot = process.getuid?.() === 0
+
+interface Exit { code: number, stdout: string, stderr: string }
+async function run (cmd: string, args: string[], cwd?: string): Promise<Exit> {
+  try {
+    const { stdout, stderr } = await exec(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+    return { code: 0, stdout, stderr }
+  } catch (err) {
+    const e = err as { code?: number, stdout?: string, stderr?: string }
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
+  }
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+test('serve against Azurite with curl and wget', async (t) => {
+  const azurite = await startAzurite(t)
+  const container = await azurite.container('pkg')
+  const big = randomBytes(6 * 1024 * 1024 + 123)
+  const small = Buffer.from('small package\n')
+  await container.getBlockBlobClient('pool/big-1.0.deb').uploadData(big)
+  await container.getBlockBlobClient('small.txt').uploadData(small)
+  await container.getBlockBlobClient('corrupt.bin').uploadData(big)
+  await container.getBlockBlobClient('unnamed.bin').uploadData(Buffer.from('UNNAMED'))
+  await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(`
+[big.'1.0']
+path = 'pool/big-1.0.deb'
+sha256 = '${sha256(big)}'
+
+[small.latest]
+path = 'small.txt'
+
+[corrupt.latest]
+path = 'corrupt.bin'
+sha256 = '${'0'.repeat(64)}'
+`))
+
+  const server = startCli(t, ['serve', '--port', '0', '--poll-interval', '1'], { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString, LOG_LEVEL: 'info' })
+  const listening = await server.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+  assert.deepEqual(listening.addresses, ['127.0.0.1', '::1'])
+  const port = Number(listening.port)
+  const url = `http://localhost:${port}`
+  const dir = await tempDir(t)
+
+  await t.test('the start-up log names the storage and the credential, never the key', () => {
+    const text = JSON.stringify(server.logs)
+    assert.match(text, /with a connection string \(account devstoreaccount1\)/)
+    assert.ok(!text.includes('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq'), 'the account key appears in the log')
+  })
+
+  await t.test('curl downloads a large blob intact, with every header', async () => {
+    const out = join(dir, 'big-curl.deb')
+    const r = await run('curl', ['-sS', '-f', '-D', join(dir, 'headers'), '-o', out, `${url}/pkg/big/1.0`])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(sha256(await readFile(out)), sha256(big))
+    const headers = (await readFile(join(dir, 'headers'), 'utf8')).toLowerCase()
+    assert.match(headers, /^http\/1\.1 200 ok/)
+    assert.match(headers, new RegExp(`content-length: ${big.length}\\r`))
+    assert.match(headers, /etag: "0x[0-9a-f]+"/)
+    assert.match(headers, /last-modified: /)
+    assert.match(headers, /accept-ranges: bytes/)
+    assert.match(headers, /content-type: application\/x-debian-package/)
+    assert.match(headers, /content-disposition: attachment; filename="big-1.0.deb"/)
+  })
+
+  await t.test('curl -C - resumes a partial file to identical bytes', async () => {
+    const out = join(dir, 'big-resume-curl.deb')
+    await writeFile(out, big.subarray(0, 1_000_003))
+    const r = await run('curl', ['-sS', '-f', '-C', '-', '-o', out, `${url}/pkg/big/1.0`])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(sha256(await readFile(out)), sha256(big))
+  })
+
+  await t.test('wget -c resumes a partial file to identical bytes', async () => {
+    await writeFile(join(dir, '1.0'), big.subarray(0, 2_500_000))
+    const r = await run('wget', ['-q', '-c', `localhost:${port}/pkg/big/1.0`], dir)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(sha256(await readFile(join(dir, '1.0'))), sha256(big))
+  })
+
+  await t.test('wget -O with the name from Content-Disposition', async () => {
+    const r = await run('wget', ['-q', '--content-disposition', `${url}/pkg/small/latest`], dir)
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(await readFile(join(dir, 'small.txt')), small)
+  })
+
+  await t.test('IPv6 loopback answers on the same port', async () => {
+    const r = await run('curl', ['-sS', '-f', '-g', `http://[::1]:${port}/pkg/small/latest`])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout, small.toString())
+  })
+
+  await t.test('wget localhost:PORT where localhost resolves to ::1 first', { skip: isRoot ? false : 'needs root to bind-mount an /etc/hosts listing ::1 first (CI runs as root)' }, async () => {
+    const hosts = join(dir, 'hosts')
+    await writeFile(hosts, '::1 localhost\n127.0.0.1 localhost\n')
+    const script = 'mount --bind "$1" /etc/hosts && getent ahosts localhost | head -n 1 && wget -q -O - "localhost:$2/pkg/small/latest"'
+    const r = spawnSync('unshare', ['--mount', 'sh', '-c', script, 'sh', hosts, String(port)], { encoding: 'utf8' })
+    assert.equal(r.status, 0, r.stderr)
+    assert.match(r.stdout, /^::1\s/)
+    assert.ok(r.stdout.endsWith(small.toString()))
+  })
+
+  await t.test('a sha256 mismatch breaks the transfer: curl fails, the file is short', async () => {
+    const out = join(dir, 'corrupt')
+    const r = await run('curl', ['-sS', '-o', out, `${url}/pkg/corrupt/latest`])
+    assert.notEqual(r.code, 0, 'curl reported success for a corrupt download')
+    assert.ok((await readFile(out)).length < big.length)
+    const w = await run('wget', ['-q', '-t', '1', '-O', join(dir, 'corrupt-wget'), `${url}/pkg/corrupt/latest`])
+    assert.notEqual(w.code, 0, 'wget reported success for a corrupt download')
+  })
+
+  await t.test('a blob overwritten mid-download: one version or a failure, never a mix', async () => {
+    const before = randomBytes(4 * 1024 * 1024)
+    const after = randomBytes(4 * 1024 * 1024)
+    await container.getBlockBlobClient('small.txt').uploadData(before)
+    const out = join(dir, 'overwritten')
+    const download = run('curl', ['-sS', '-f', '--limit-rate', '2M', '-o', out, `${url}/pkg/small/latest`])
+    await new Promise((resolve) => setTimeout(resolve, 700))
+    await container.getBlockBlobClient('small.txt').uploadData(after)
+    const r = await download
+    const got = await readFile(out)
+    if (r.code === 0) {
+      assert.ok(sha256(got) === sha256(before) || sha256(got) === sha256(after), 'a complete download mixes versions')
+    } else {
+      assert.ok(got.length < before.length, 'a failed download has every byte')
+    }
+    await container.getBlockBlobClient('small.txt').uploadData(small)
+  })
+
+  await t.test('404s and listings through curl', async () => {
+    const r = await run('curl', ['-sS', '-w', '%{http_code}', `${url}/pkg/small/nope`])
+    assert.match(r.stdout, /"message":"package \\"small\\" has no tag \\"nope\\"; its tags: latest"\}404$/)
+    const unnamed = await run('curl', ['-sS', '--path-as-is', `${url}/pkg/small/../../unnamed.bin`])
+    assert.ok(!unnamed.stdout.includes('UNNAMED'))
+    const list = await run('curl', ['-sS', '-f', `${url}/pkg`])
+    assert.deepEqual(JSON.parse(list.stdout).packages.map((p: { name: string }) => p.name), ['big', 'corrupt', 'small'])
+  })
+
+  await t.test('SIGTERM closes the server and exits 0', async () => {
+    const { code } = await server.stop()
+    assert.equal(code, 0)
+    const r = await run('curl', ['-sS', `${url}/healthz`])
+    assert.notEqual(r.code, 0)
+  })
+})

@@ -1,0 +1,98 @@
+// Runs the real pkg-serve command line as a child process, the way users and the image do.
+
+import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import type { TestContext } from 'node:test'
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url))
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url))
+/** Node with built-in type stripping runs the sources as they are; Node 20 needs tsx. */
+export const NODE_ARGS: readonly string[] = (process.features as { typescript?: string | false }).typescript ? [] : ['--import', 'tsx']
+
+export function cliArgs (args: readonly string[]): string[] {
+  return [...NODE_ARGS, CLI, ...args]
+}
+
+export interface CliResult { readonly status: number | null, readonly stdout: string, readonly stderr: string }
+
+/** Runs a command to completion. */
+export function runCli (args: readonly string[], env: Record<string, string | undefined> = {}): CliResult {
+  const r = spawnSync(process.execPath, cliArgs(args), { cwd: REPO, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+export interface RunningCli {
+  readonly child: ChildProcess
+  /** Every JSON log line so far. */
+  readonly logs: Array<Record<string, unknown>>
+  readonly stderr: () => string
+  waitForLog (predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
+  exited (): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  stop (): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+}
+
+/** Starts a long-running command (serve, run) and collects its JSON log lines. */
+export function startCli (t: TestContext, args: readonly string[], env: Record<string, string | undefined> = {}): RunningCli {
+  const child = spawn(process.execPath, cliArgs(args), { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const logs: Array<Record<string, unknown>> = []
+  const waiters = new Set<() => void>()
+  let buffered = ''
+  let stderr = ''
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk
+    let nl
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        logs.push({ msg: line, raw: true })
+      }
+    }
+    for (const w of waiters) w()
+  })
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const exit = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      for (const w of waiters) w()
+      resolve({ code, signal })
+    })
+  })
+
+  const running: RunningCli = {
+    child,
+    logs,
+    stderr: () => stderr,
+    waitForLog (predicate, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = logs.find(predicate)
+          if (found !== undefined) { cleanup(); resolve(found); return }
+          if (child.exitCode !== null || child.signalCode !== null) {
+            cleanup()
+            reject(new Error(`pkg-serve exited (${child.exitCode ?? child.signalCode ?? ''}) before the expected log line; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`))
+          }
+        }
+        const timer = setTimeout(() => { cleanup(); reject(new Error(`no expected log line in ${timeoutMs} ms; logs: ${JSON.stringify(logs.slice(-5))}; stderr: ${stderr}`)) }, timeoutMs)
+        const cleanup = (): void => { clearTimeout(timer); waiters.delete(check) }
+        waiters.add(check)
+        check()
+      })
+    },
+    exited: () => exit,
+    async stop () {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+        const result = await exit
+        clearTimeout(timer)
+        return result
+      }
+      return exit
+    }
+  }
+  t.after(() => running.stop())
+  return running
+}

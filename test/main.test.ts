@@ -1,0 +1,63 @@
+// Bad input on the command line: one readable line on stderr, a non-zero exit, no stack trace.
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer } from 'node:net'
+import { runCli } from './helpers/cli.ts'
+import { tempDir } from './helpers/tmp.ts'
+
+function assertOneLineError (r: { status: number | null, stderr: string }, pattern: RegExp): void {
+  assert.notEqual(r.status, 0)
+  const lines = r.stderr.trimEnd().split('\n')
+  assert.equal(lines.length, 1, `expected one line, got:\n${r.stderr}`)
+  assert.match(lines[0] ?? '', /^pkg-serve: /)
+  assert.match(lines[0] ?? '', pattern)
+  assert.doesNotMatch(r.stderr, /\n\s+at /)
+}
+
+const noAzure = { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined }
+
+test('--version and --help', () => {
+  const v = runCli(['--version'])
+  assert.equal(v.status, 0)
+  assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
+  const h = runCli(['serve', '--help'])
+  assert.equal(h.status, 0)
+  assert.match(h.stdout, /--poll-interval <seconds>/)
+  assert.match(h.stdout, /env: PKG_SERVE_POLL_INTERVAL/)
+  const none = runCli([])
+  assert.equal(none.status, 2)
+  assert.match(none.stderr, /Usage: pkg-serve/)
+})
+
+test('unknown commands and flags', () => {
+  assertOneLineError(runCli(['serve', '--bogus', './x']), /unknown option '--bogus'/)
+  assertOneLineError(runCli(['srve']), /unknown command 'srve'/)
+})
+
+test('bad flag values name the flag, from argv or from PKG_SERVE_*', async (t) => {
+  const dir = await tempDir(t)
+  assertOneLineError(runCli(['serve', '--port', 'abc', dir], noAzure), /invalid --port "abc" must be a number/)
+  assertOneLineError(runCli(['serve', dir], { ...noAzure, PKG_SERVE_PORT: '70000' }), /invalid --port "70000" must be 0 to 65535/)
+  assertOneLineError(runCli(['serve', '--poll-interval', '-1', dir], noAzure), /invalid --poll-interval "-1"/)
+  assertOneLineError(runCli(['serve', '--container', 'Bad_Name', dir], noAzure), /invalid --container "Bad_Name" must be an Azure container name/)
+  assertOneLineError(runCli(['serve', '--log-level', 'loud', dir], noAzure), /argument 'loud' is invalid.*Allowed choices are fatal, error/)
+})
+
+test('bad STORAGE values say what STORAGE can be', () => {
+  assertOneLineError(runCli(['serve'], noAzure), /no STORAGE given: name a storage account, a blob endpoint URL or a local directory/)
+  assertOneLineError(runCli(['serve', 'Not_An_Account!'], noAzure), /STORAGE "Not_An_Account!" is not a storage account name/)
+  assertOneLineError(runCli(['serve', './no/such/dir'], noAzure), /local storage directory .*no\/such\/dir does not exist/)
+  assertOneLineError(runCli(['serve', 'file://host/x'], noAzure), /not a valid file: URL/)
+})
+
+test('a port in use is one line that says so', async (t) => {
+  const dir = await tempDir(t)
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise<void>((resolve) => blocker.close(() => resolve())))
+  const address = blocker.address()
+  assert.ok(typeof address === 'object' && address !== null)
+  const r = runCli(['serve', '--port', String(address.port), '--log-level', 'silent', dir], noAzure)
+  assertOneLineError(r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${address.port}: the port is in use`))
+})
