@@ -21,7 +21,7 @@ export function storageFailure (err: StorageError, context: string): HttpFailure
           'grant it the "Storage Blob Data Reader" role on the container (or check the connection string)'
       }
     case 'timeout':
-      return { statusCode: 504, message: `storage did not answer in time for ${context}: ${err.message}; try again` }
+      return { statusCode: 504, message: `${err.message}, serving ${context}; try again later` }
     case 'unreachable':
       return { statusCode: 502, message: `storage is unreachable for ${context}: ${err.message}; check the storage endpoint and the node's network` }
     case 'changed':

@@ -15,6 +15,11 @@ export interface AzureStoreOptions {
   readonly description: string
   /** How often the SDK may resume a broken download (always pinned to the same ETag). */
   readonly maxRetryRequests?: number
+  /**
+   * Client-side bound on each storage request until its response headers arrive (the SDK's own
+   * tryTimeoutInMs is only a server-side hint, so a silent socket would otherwise hang forever).
+   */
+  readonly requestTimeoutMs?: number
 }
 
 const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', 'REQUEST_SEND_ERROR'])
@@ -47,6 +52,23 @@ export function toStorageError (err: unknown, what: string): StorageError {
 export function createAzureStore (options: AzureStoreOptions): BlobStore {
   const { container } = options
   const maxRetryRequests = options.maxRetryRequests ?? 3
+  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000
+
+  /** Runs one SDK call with a signal that fires if no response arrives in time. */
+  async function bounded<T> (what: string, call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController()
+    const timer = setTimeout(() => { controller.abort() }, requestTimeoutMs)
+    try {
+      return await call(controller.signal)
+    } catch (err) {
+      if (controller.signal.aborted) {
+        throw new StorageError('timeout', `storage did not answer within ${requestTimeoutMs} ms for ${what}`, { cause: err })
+      }
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
   const name = (path: string): string => `blob "${path}" in container "${container.containerName}"`
 
   return {
@@ -54,7 +76,7 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
 
     async stat (path) {
       try {
-        const p = await container.getBlobClient(path).getProperties()
+        const p = await bounded(name(path), (abortSignal) => container.getBlobClient(path).getProperties({ abortSignal }))
         if (p.etag === undefined || p.contentLength === undefined) {
           throw new StorageError('failed', `storage gave no ETag or length for ${name(path)}`)
         }
@@ -73,11 +95,12 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
       const start = opts.start ?? 0
       const count = opts.end === undefined ? undefined : opts.end - start + 1
       try {
-        const res = await container.getBlobClient(path).download(start, count, {
+        // The timer covers the wait for the response; once the body flows it is cleared.
+        const res = await bounded(name(path), (abortSignal) => container.getBlobClient(path).download(start, count, {
           conditions: { ifMatch: opts.etag },
           maxRetryRequests,
-          ...(opts.signal !== undefined && { abortSignal: opts.signal })
-        })
+          abortSignal
+        }))
         const body = res.readableStreamBody as Readable | undefined
         if (body === undefined) throw new StorageError('failed', `storage sent no body for ${name(path)}`)
         return body
@@ -88,19 +111,23 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
 
     async readText (path, ifNoneMatch): Promise<TextRead> {
       try {
-        const res = await container.getBlobClient(path).download(0, undefined, {
-          ...(ifNoneMatch !== undefined && { conditions: { ifNoneMatch } }),
-          maxRetryRequests
+        // The manifest is small: the bound covers its body too.
+        return await bounded(name(path), async (abortSignal): Promise<TextRead> => {
+          const res = await container.getBlobClient(path).download(0, undefined, {
+            ...(ifNoneMatch !== undefined && { conditions: { ifNoneMatch } }),
+            maxRetryRequests,
+            abortSignal
+          })
+          if (res._response.status === 304) return { changed: false }
+          if ((res.contentLength ?? 0) > MAX_TEXT_BYTES) {
+            throw new StorageError('too-large', `${name(path)} is ${res.contentLength ?? 0} bytes; the limit is ${MAX_TEXT_BYTES}`)
+          }
+          const body = res.readableStreamBody
+          if (body === undefined || res.etag === undefined) throw new StorageError('failed', `storage sent no body or ETag for ${name(path)}`)
+          const chunks: Buffer[] = []
+          for await (const chunk of body) chunks.push(chunk as Buffer)
+          return { changed: true, etag: res.etag, text: Buffer.concat(chunks).toString('utf8') }
         })
-        if (res._response.status === 304) return { changed: false }
-        if ((res.contentLength ?? 0) > MAX_TEXT_BYTES) {
-          throw new StorageError('too-large', `${name(path)} is ${res.contentLength ?? 0} bytes; the limit is ${MAX_TEXT_BYTES}`)
-        }
-        const body = res.readableStreamBody
-        if (body === undefined || res.etag === undefined) throw new StorageError('failed', `storage sent no body or ETag for ${name(path)}`)
-        const chunks: Buffer[] = []
-        for await (const chunk of body) chunks.push(chunk as Buffer)
-        return { changed: true, etag: res.etag, text: Buffer.concat(chunks).toString('utf8') }
       } catch (err) {
         if ((err as RestError).statusCode === 304) return { changed: false }
         throw toStorageError(err, name(path))

@@ -78,8 +78,7 @@ export function createLocalStore (directory: string): BlobStore {
       return handle.createReadStream({
         start: options.start ?? 0,
         ...(options.end !== undefined && { end: options.end }),
-        highWaterMark: 256 * 1024,
-        ...(options.signal !== undefined && { signal: options.signal })
+        highWaterMark: 256 * 1024
       })
     },
 

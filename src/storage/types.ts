@@ -20,7 +20,6 @@ export interface ReadOptions {
   readonly start?: number
   /** Last byte, inclusive (default: the end of the blob). */
   readonly end?: number
-  readonly signal?: AbortSignal
 }
 
 export type TextRead =

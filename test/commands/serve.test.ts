@@ -150,6 +150,20 @@ sha256 = '${'0'.repeat(64)}'
     assert.deepEqual(JSON.parse(list.stdout).packages.map((p: { name: string }) => p.name), ['big', 'corrupt', 'small'])
   })
 
+  await t.test('hot reload: a new manifest entry is served within one poll (1 s)', async () => {
+    const manifest = container.getBlockBlobClient('packages.toml')
+    const current = (await manifest.downloadToBuffer()).toString()
+    await manifest.uploadData(Buffer.from(current + "\n[fresh.latest]\npath = 'small.txt'\n"))
+    const started = Date.now()
+    let status = 0
+    while (status !== 200 && Date.now() - started < 5000) {
+      status = Number((await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `${url}/pkg/fresh/latest`])).stdout)
+      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    assert.equal(status, 200)
+    assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`)
+  })
+
   await t.test('SIGTERM closes the server and exits 0', async () => {
     const { code } = await server.stop()
     assert.equal(code, 0)
