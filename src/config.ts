@@ -28,6 +28,33 @@ export const serveConfigSchema = storageOptionsSchema.extend({
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>
 
+const seconds = (max: number) => z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must not be negative').max(max, `must be at most ${max} seconds`)
+
+export const runConfigSchema = serveConfigSchema.extend({
+  action: z.string().min(1, 'ACTION must not be empty'),
+  storage: z.string().min(1, 'STORAGE must not be empty'),
+  scriptArgs: z.array(z.string()),
+  actionsDir: z.string().min(1),
+  hostDir: z.string().min(1),
+  hostPath: z.string().regex(/^\//, 'must be an absolute path on the node'),
+  nsenter: z.boolean(),
+  nsenterTarget: z.string().regex(/^[1-9]\d*$/, 'must be a process id'),
+  once: z.boolean(),
+  force: z.boolean(),
+  onFailure: z.enum(['exit', 'retry'], { message: 'must be exit or retry' }),
+  watch: z.boolean(),
+  watchInterval: seconds(3600).min(0.05, 'must be at least 0.05 seconds'),
+  stateDir: z.string().min(1),
+  keepServing: z.boolean(),
+  exitOnSuccess: z.boolean(),
+  retryDelay: seconds(86_400),
+  retryMaxDelay: seconds(86_400),
+  killGrace: seconds(3600),
+  readyTimeout: seconds(3600)
+})
+
+export type RunConfig = Readonly<z.infer<typeof runConfigSchema>>
+
 const flagNames: Record<string, string> = {
   storage: 'STORAGE',
   port: '--port',
@@ -38,7 +65,27 @@ const flagNames: Record<string, string> = {
   endpointSuffix: '--endpoint-suffix',
   identityClientId: '--identity-client-id',
   azureJson: '--azure-json',
-  logLevel: '--log-level'
+  logLevel: '--log-level',
+  action: 'ACTION',
+  actionsDir: '--actions-dir',
+  hostDir: '--host-dir',
+  hostPath: '--host-path',
+  nsenter: '--no-nsenter',
+  nsenterTarget: '--nsenter-target',
+  onFailure: '--on-failure',
+  watchInterval: '--watch-interval',
+  stateDir: '--state-dir',
+  retryDelay: '--retry-delay',
+  retryMaxDelay: '--retry-max-delay',
+  killGrace: '--kill-grace',
+  readyTimeout: '--ready-timeout'
+}
+
+/** Reads a boolean flag's PKG_SERVE_* variable: 1/true/yes/on or 0/false/no/off. */
+export function parseBooleanEnv (name: string, value: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(value.trim())) return true
+  if (/^(0|false|no|off)?$/i.test(value.trim())) return false
+  throw new ConfigError(`invalid ${name} ${JSON.stringify(value)}: use true or false`)
 }
 
 export class ConfigError extends Error {

@@ -4,7 +4,9 @@
 
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
-import { ConfigError, LOG_LEVELS, parseConfig, serveConfigSchema } from './config.ts'
+import { ConfigError, LOG_LEVELS, parseBooleanEnv, parseConfig, runConfigSchema, serveConfigSchema } from './config.ts'
+import { ActionError } from './launcher/actions.ts'
+import { run } from './commands/run.ts'
 import { CredentialConfigError } from './storage/credentials.ts'
 import { StorageSpecError } from './storage/open.ts'
 import { serve } from './commands/serve.ts'
@@ -13,10 +15,40 @@ type Env = Readonly<Record<string, string | undefined>>
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string }
 
+function envName (flags: string): string {
+  const long = /--([a-z0-9-]+)/.exec(flags)?.[1] ?? ''
+  return `PKG_SERVE_${long.replaceAll('-', '_').toUpperCase()}`
+}
+
 /** An option that also reads PKG_SERVE_<FLAG_IN_CAPS>. */
 function flag (flags: string, description: string): Option {
-  const long = /--([a-z0-9-]+)/.exec(flags)?.[1] ?? ''
-  return new Option(flags, description).env(`PKG_SERVE_${long.replaceAll('-', '_').toUpperCase()}`)
+  return new Option(flags, description).env(envName(flags))
+}
+
+/**
+ * A boolean flag. Its PKG_SERVE_* variable is read by booleanOptions(), because commander would
+ * take any value, even "false", as true.
+ */
+function toggle (flags: string, description: string): Option {
+  return new Option(flags, `${description} (env: ${envName(flags)}=true|false)`)
+}
+
+/** The boolean options' values: the command line first, else their PKG_SERVE_* variable. */
+function booleanOptions (command: Command, env: Env): Record<string, boolean> {
+  const out: Record<string, boolean> = {}
+  for (const option of command.options) {
+    if (!option.isBoolean() || option.long === undefined || option.long === '--help') continue
+    const key = option.attributeName()
+    const variable = envName(option.long)
+    const fromEnv = env[variable]
+    let value = (command.getOptionValue(key) as boolean | undefined) ?? false
+    if (command.getOptionValueSource(key) !== 'cli' && fromEnv !== undefined) {
+      const parsed = parseBooleanEnv(variable, fromEnv)
+      value = option.negate ? !parsed : parsed
+    }
+    out[key] = value
+  }
+  return out
 }
 
 function storageOptions (command: Command, env: Env): Command {
@@ -34,7 +66,8 @@ export class UsageError extends Error {
 
 /** Errors whose message is all the user needs (no stack trace). */
 export function isUserError (err: unknown): boolean {
-  return err instanceof ConfigError || err instanceof StorageSpecError || err instanceof CredentialConfigError || err instanceof UsageError
+  return err instanceof ConfigError || err instanceof StorageSpecError || err instanceof CredentialConfigError ||
+    err instanceof ActionError || err instanceof UsageError
 }
 
 function describeListenError (err: unknown): string | undefined {
@@ -47,8 +80,9 @@ function describeListenError (err: unknown): string | undefined {
   return `cannot listen on ${where}: ${e.message}`
 }
 
-export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut: (s: string) => void): Command {
+export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut: (s: string) => void, setExitCode: (code: number) => void = () => {}): Command {
   const program = new Command('pkg-serve')
+    .enablePositionalOptions()
     .description('Serve private packages from Azure Storage to node scripts over loopback, and run those scripts on every node')
     .version(version, '-V, --version')
     .exitOverride()
@@ -71,19 +105,52 @@ export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut:
       await serve(config, env)
     })
 
+  const runCommand = storageOptions(program.command('run'), env)
+    .description('run ACTION from the ConfigMap on the node, with the package server on a free loopback port (the container entrypoint)')
+    .argument('<action>', 'the script to run: a file in --actions-dir')
+    .argument('<storage>', 'storage account name, blob endpoint URL, or local directory')
+    .argument('[script-args...]', 'passed to the script unchanged (flags included)')
+    .passThroughOptions()
+    .addOption(flag('--actions-dir <dir>', 'where the ConfigMap with the actions is mounted').default('/opt/actions'))
+    .addOption(flag('--host-dir <dir>', 'where the actions are copied, as this container sees it (a hostPath mount)').default('/mnt/actions'))
+    .addOption(flag('--host-path <dir>', 'the same directory as the node sees it').default('/opt/actions'))
+    .addOption(flag('--nsenter-target <pid>', "process whose namespaces are the node's (with hostPID, 1)").default('1'))
+    .addOption(toggle('--no-nsenter', 'run the script in this container instead of on the node (development)'))
+    .addOption(toggle('--once', 'skip the script when this exact script and args already succeeded on this node'))
+    .addOption(toggle('--force', 'with --once, run even when a record says it succeeded'))
+    .addOption(flag('--on-failure <mode>', 'exit (with the script\'s code) or retry (stay up, not ready, with backoff)').choices(['exit', 'retry']).default('exit'))
+    .addOption(toggle('--watch', 'rerun the script when its content in the ConfigMap changes'))
+    .addOption(flag('--watch-interval <seconds>', 'seconds between checks of the action for --watch').default('5'))
+    .addOption(flag('--state-dir <dir>', 'where status.json and the ready file are written').default('/tmp/pkg-serve'))
+    .addOption(toggle('--keep-serving', 'keep the package server listening after the script succeeded'))
+    .addOption(toggle('--exit-on-success', 'exit 0 after success instead of idling (Jobs, local runs)'))
+    .addOption(flag('--retry-delay <seconds>', 'first delay for --on-failure retry; doubles per failure').default('5'))
+    .addOption(flag('--retry-max-delay <seconds>', 'the longest delay between retries').default('300'))
+    .addOption(flag('--kill-grace <seconds>', 'seconds between SIGTERM and SIGKILL for the script\'s processes').default('10'))
+    .addOption(flag('--ready-timeout <seconds>', 'how long to wait for the manifest before running the script anyway').default('60'))
+    .addOption(flag('--port <port>', 'port of the package server (0 picks a free one)').default('0'))
+    .addOption(flag('--host <host>', 'address to bind; localhost means 127.0.0.1 and ::1').default('localhost'))
+    .addOption(flag('--manifest <blob>', 'manifest blob in the container').default('packages.toml'))
+    .addOption(flag('--poll-interval <seconds>', 'seconds between manifest checks (0 disables)').default('30'))
+  runCommand.action(async (action: string, storage: string, scriptArgs: string[], options: Record<string, unknown>) => {
+    const config = parseConfig(runConfigSchema, { ...options, ...booleanOptions(runCommand, env), action, storage, scriptArgs })
+    setExitCode(await run(config, env))
+  })
+
   return program
 }
 
 /** Runs the command line; resolves when the command has started (servers keep the process alive). */
 export async function main (argv: readonly string[], env: Env = process.env): Promise<number> {
-  const program = buildProgram(env, (s) => process.stderr.write(s), (s) => process.stdout.write(s))
+  let exitCode = 0
+  const program = buildProgram(env, (s) => process.stderr.write(s), (s) => process.stdout.write(s), (code) => { exitCode = code })
   if (argv.length <= 2) {
     program.outputHelp({ error: true })
     return 2
   }
   try {
     await program.parseAsync([...argv])
-    return 0
+    return exitCode
   } catch (err) {
     if (err instanceof CommanderError) {
       // Commander already wrote its one line (or the help/version text).

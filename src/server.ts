@@ -28,11 +28,14 @@ export interface RunningServer {
   close (): Promise<void>
 }
 
-export async function startServer (config: ServerConfig, deps: {
+export interface ServerDeps {
   readonly logger: FastifyBaseLogger
   readonly env: Readonly<Record<string, string | undefined>>
   readonly closeGraceMs?: number
-}): Promise<RunningServer> {
+}
+
+/** Opens the storage and builds a ready app (manifest loaded or retrying), not yet listening. */
+export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<FastifyInstance> {
   const { store, description } = await openStore({
     storage: config.storage,
     container: config.container,
@@ -42,32 +45,48 @@ export async function startServer (config: ServerConfig, deps: {
     env: deps.env
   })
   deps.logger.info({ storage: description }, `storage: ${description}`)
-
   const app = await buildApp(
     { store, manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
     { loggerInstance: deps.logger }
   )
-  let listener: Listener
   try {
     await app.ready()
-    listener = await listen(app.routing, {
-      host: config.host,
-      port: config.port,
-      log: deps.logger,
-      ...(deps.closeGraceMs !== undefined && { closeGraceMs: deps.closeGraceMs })
-    })
   } catch (err) {
     await app.close()
     throw err
   }
+  return app
+}
 
-  const urlHost = config.host === 'localhost' || !config.host.includes(':') ? config.host : `[${config.host}]`
+/** Binds an app to the configured loopback addresses. */
+export function listenApp (app: FastifyInstance, config: Pick<ServerConfig, 'host' | 'port'>, deps: ServerDeps): Promise<Listener> {
+  return listen(app.routing, {
+    host: config.host,
+    port: config.port,
+    log: deps.logger,
+    ...(deps.closeGraceMs !== undefined && { closeGraceMs: deps.closeGraceMs })
+  })
+}
+
+export function urlFor (host: string, port: number): string {
+  return `http://${host === 'localhost' || !host.includes(':') ? host : `[${host}]`}:${port}`
+}
+
+export async function startServer (config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
+  const app = await openApp(config, deps)
+  let listener: Listener
+  try {
+    listener = await listenApp(app, config, deps)
+  } catch (err) {
+    await app.close()
+    throw err
+  }
   let closing: Promise<void> | undefined
   return {
     app,
     port: listener.port,
     addresses: listener.addresses,
-    url: `http://${urlHost}:${listener.port}`,
+    url: urlFor(config.host, listener.port),
     close () {
       closing ??= (async () => {
         await listener.close()

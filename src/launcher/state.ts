@@ -1,0 +1,84 @@
+// The launcher's state on disk: status.json (for humans and tools) and the `ready` file the
+// DaemonSet's readiness probe tests, both in --state-dir; and the --once records in the host
+// dir, which outlive the pod. Every write is atomic (temp file + rename): a probe or a reader
+// never sees half a file.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+
+export type Phase = 'starting' | 'running' | 'succeeded' | 'failed' | 'retrying' | 'skipped' | 'stopped'
+
+export interface Status {
+  readonly phase: Phase
+  readonly action: string
+  readonly args: readonly string[]
+  readonly scriptSha256?: string
+  readonly attempts: number
+  readonly exitCode?: number | null
+  readonly signal?: string | null
+  readonly port?: number | null
+  readonly startedAt?: string | null
+  readonly finishedAt?: string | null
+  readonly durationMs?: number | null
+  readonly nextAttemptAt?: string | null
+  readonly message?: string
+  readonly updatedAt: string
+}
+
+async function writeAtomic (path: string, data: string): Promise<void> {
+  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    await writeFile(temp, data, { mode: 0o644 })
+    await rename(temp, path)
+  } catch (err) {
+    await rm(temp, { force: true })
+    throw err
+  }
+}
+
+export function createStateDir (dir: string) {
+  const statusFile = join(dir, 'status.json')
+  const readyFile = join(dir, 'ready')
+  return {
+    statusFile,
+    readyFile,
+    async init (): Promise<void> {
+      await mkdir(dir, { recursive: true })
+      await rm(readyFile, { force: true })
+    },
+    async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
+      await writeAtomic(statusFile, `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)
+    },
+    async setReady (ready: boolean): Promise<void> {
+      if (ready) await writeAtomic(readyFile, `${new Date().toISOString()}\n`)
+      else await rm(readyFile, { force: true })
+    }
+  }
+}
+
+export type StateDir = ReturnType<typeof createStateDir>
+
+/** What makes a run "the same" for --once: the script's bytes and its arguments. */
+export function runKey (scriptSha256: string, args: readonly string[]): string {
+  return createHash('sha256').update(JSON.stringify({ script: scriptSha256, args })).digest('hex')
+}
+
+export function createOnceRecords (hostDir: string) {
+  const dir = join(hostDir, '.pkg-serve-once')
+  const file = (action: string): string => join(dir, `${action}.json`)
+  return {
+    async succeeded (action: string, key: string): Promise<{ at: string } | undefined> {
+      try {
+        const record = JSON.parse(await readFile(file(action), 'utf8')) as { key?: unknown, at?: unknown }
+        return record.key === key && typeof record.at === 'string' ? { at: record.at } : undefined
+      } catch {
+        return undefined
+      }
+    },
+    async record (action: string, key: string, args: readonly string[]): Promise<void> {
+      await mkdir(dir, { recursive: true })
+      await writeAtomic(file(action), `${JSON.stringify({ key, action, args, at: new Date().toISOString() })}\n`)
+    }
+  }
+}
