@@ -61,3 +61,17 @@ test('a port in use is one line that says so', async (t) => {
   const r = runCli(['serve', '--port', String(address.port), '--log-level', 'silent', dir], noAzure)
   assertOneLineError(r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${address.port}: the port is in use`))
 })
+
+test('run: a missing action lists the actions that exist; bad flags name the flag', async (t) => {
+  const dir = await tempDir(t)
+  const { writeConfigMap } = await import('./helpers/configmap.ts')
+  await writeConfigMap(dir, { install: '#!/bin/sh\n', cleanup: '#!/bin/sh\n' })
+  const base = ['run', '--actions-dir', dir, '--host-dir', `${dir}/host`, '--state-dir', `${dir}/state`, '--no-nsenter']
+  assertOneLineError(runCli([...base, 'instal', dir], noAzure), /no action "instal" in .*; the actions there are: cleanup, install$/)
+  assertOneLineError(runCli(['run', '--actions-dir', `${dir}/none`, 'install', dir], noAzure), /the actions directory .*\/none does not exist or cannot be read \(is the ConfigMap mounted\?\)/)
+  assertOneLineError(runCli([...base, 'install'], noAzure), /missing required argument 'storage'/)
+  assertOneLineError(runCli([...base, '--on-failure', 'later', 'install', dir], noAzure), /argument 'later' is invalid. Allowed choices are exit, retry/)
+  assertOneLineError(runCli([...base, '--nsenter-target', 'self', 'install', dir], noAzure), /invalid --nsenter-target "self" must be a process id/)
+  assertOneLineError(runCli([...base, 'install', dir], { ...noAzure, PKG_SERVE_ONCE: 'maybe' }), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
+  assertOneLineError(runCli([...base, '../etc/passwd', dir], noAzure), /action "\.\.\/etc\/passwd" is not a file name/)
+})
