@@ -55,6 +55,26 @@ export const runConfigSchema = serveConfigSchema.extend({
 
 export type RunConfig = Readonly<z.infer<typeof runConfigSchema>>
 
+export const publishConfigSchema = storageOptionsSchema.extend({
+  file: z.string().min(1, 'FILE must not be empty'),
+  name: z.string(),
+  tag: z.string(),
+  path: z.string().optional(),
+  sha256: z.boolean(),
+  manifest: serveConfigSchema.shape.manifest,
+  logLevel: serveConfigSchema.shape.logLevel
+})
+
+export type PublishConfig = Readonly<z.infer<typeof publishConfigSchema>>
+
+export const validateConfigSchema = storageOptionsSchema.extend({
+  file: z.string().min(1, 'FILE must not be empty'),
+  remote: z.string().min(1).optional(),
+  logLevel: serveConfigSchema.shape.logLevel
+})
+
+export type ValidateConfig = Readonly<z.infer<typeof validateConfigSchema>>
+
 const flagNames: Record<string, string> = {
   storage: 'STORAGE',
   port: '--port',
@@ -78,7 +98,12 @@ const flagNames: Record<string, string> = {
   retryDelay: '--retry-delay',
   retryMaxDelay: '--retry-max-delay',
   killGrace: '--kill-grace',
-  readyTimeout: '--ready-timeout'
+  readyTimeout: '--ready-timeout',
+  file: 'FILE',
+  name: '--name',
+  tag: '--tag',
+  path: '--path',
+  remote: '--remote'
 }
 
 /** Reads a boolean flag's PKG_SERVE_* variable: 1/true/yes/on or 0/false/no/off. */

@@ -4,7 +4,10 @@
 
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
-import { ConfigError, LOG_LEVELS, parseBooleanEnv, parseConfig, runConfigSchema, serveConfigSchema } from './config.ts'
+import { ConfigError, LOG_LEVELS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
+import { publish } from './commands/publish.ts'
+import { validate } from './commands/validate.ts'
+import { ManifestError } from './manifest.ts'
 import { ActionError } from './launcher/actions.ts'
 import { run } from './commands/run.ts'
 import { CredentialConfigError } from './storage/credentials.ts'
@@ -67,7 +70,7 @@ export class UsageError extends Error {
 /** Errors whose message is all the user needs (no stack trace). */
 export function isUserError (err: unknown): boolean {
   return err instanceof ConfigError || err instanceof StorageSpecError || err instanceof CredentialConfigError ||
-    err instanceof ActionError || err instanceof UsageError
+    err instanceof ActionError || err instanceof ManifestError || err instanceof UsageError
 }
 
 function describeListenError (err: unknown): string | undefined {
@@ -136,6 +139,31 @@ export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut:
     const config = parseConfig(runConfigSchema, { ...options, ...booleanOptions(runCommand, env), action, storage, scriptArgs })
     setExitCode(await run(config, env))
   })
+
+  const publishCommand = storageOptions(program.command('publish'), env)
+    .description('upload FILE to the container and set [NAME.TAG] in packages.toml (safe with concurrent publishers)')
+    .usage('[STORAGE] FILE --name N --tag T [options]')
+    .argument('<storage-and-file...>', 'STORAGE (optional: env PKG_SERVE_STORAGE or AZURE_STORAGE_CONNECTION_STRING) and FILE')
+    .addOption(flag('--name <name>', 'package name').makeOptionMandatory())
+    .addOption(flag('--tag <tag>', 'tag, e.g. latest or 1.2.3').makeOptionMandatory())
+    .addOption(flag('--path <blob>', 'blob name in the container (default: the file name)'))
+    .addOption(toggle('--sha256', 'record the file\'s sha256 in the manifest, so downloads are verified'))
+    .addOption(flag('--manifest <blob>', 'manifest blob in the container').default('packages.toml'))
+  publishCommand.action(async (positional: string[], options: Record<string, unknown>) => {
+    if (positional.length > 2) throw new UsageError(`publish takes [STORAGE] FILE, got ${positional.length} arguments: ${positional.join(' ')}`)
+    const [storage, file] = positional.length === 2 ? positional : [env.PKG_SERVE_STORAGE, positional[0]]
+    const config = parseConfig(publishConfigSchema, { ...options, ...booleanOptions(publishCommand, env), storage, file })
+    await publish(config, env, (line) => writeOut(`${line}\n`))
+  })
+
+  storageOptions(program.command('validate'), env)
+    .description('check a packages.toml with the server\'s rules; with --remote, that every path exists')
+    .argument('<file>', 'the manifest file')
+    .addOption(flag('--remote <storage>', 'also check that every path exists in this storage'))
+    .action(async (file: string, options: Record<string, unknown>) => {
+      const config = parseConfig(validateConfigSchema, { ...options, file })
+      setExitCode(await validate(config, env, (line) => writeOut(`${line}\n`), (line) => writeErr(`pkg-serve: ${line}\n`)))
+    })
 
   return program
 }

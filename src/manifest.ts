@@ -81,7 +81,7 @@ export function formatIssue (issue: ManifestIssue): string {
   return where.length > 0 ? `${where.join(' ')}: ${issue.message}` : issue.message
 }
 
-function tableName (name: string, tag?: string): string {
+export function tableName (name: string, tag?: string): string {
   const quote = (s: string): string => /^[A-Za-z0-9_-]+$/.test(s) ? s : `'${s}'`
   return tag === undefined ? `[${quote(name)}]` : `[${quote(name)}.${quote(tag)}]`
 }

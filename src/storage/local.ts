@@ -3,11 +3,15 @@
 // resolve a name outside its directory, and never read a whole file into memory (but the
 // manifest, which is small and capped).
 
-import { open, stat } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
-import { isAbsolute, relative, resolve, sep } from 'node:path'
+import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
+import { Transform } from 'node:stream'
 import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobProperties, BlobStore, ReadOptions, TextRead } from './types.ts'
 
@@ -98,6 +102,70 @@ export function createLocalStore (directory: string): BlobStore {
       }
     },
 
+    async writeText (path, text, ifMatch) {
+      const full = locate(path)
+      await mkdir(dirname(full), { recursive: true })
+      // Compare-and-swap among local writers: a lock file held while the version is checked and replaced.
+      const release = await lock(`${full}.lock`)
+      try {
+        let current: string | null = null
+        try {
+          current = etagOf(await stat(full, { bigint: true }))
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toStorageError(err, path)
+        }
+        if (current !== ifMatch) {
+          throw new StorageError('changed', `blob "${path}" ${current === null ? 'does not exist' : 'changed'} since it was read`, { status: 412 })
+        }
+        const temp = `${full}.${randomBytes(6).toString('hex')}.tmp`
+        await writeFile(temp, text)
+        await rename(temp, full)
+        return etagOf(await stat(full, { bigint: true }))
+      } finally {
+        await release()
+      }
+    },
+
+    async upload (path, data, options = {}) {
+      const full = locate(path)
+      await mkdir(dirname(full), { recursive: true })
+      const temp = `${full}.${randomBytes(6).toString('hex')}.tmp`
+      let sent = 0
+      const progress = new Transform({
+        transform (chunk: Buffer, _encoding, callback) {
+          sent += chunk.length
+          options.onProgress?.(sent)
+          callback(null, chunk)
+        }
+      })
+      try {
+        await pipeline(data, progress, createWriteStream(temp))
+        await rename(temp, full)
+      } catch (err) {
+        await rm(temp, { force: true })
+        throw err instanceof StorageError ? err : toStorageError(err, path)
+      }
+      return propertiesOf(await stat(full, { bigint: true }))
+    },
+
     async close () {}
+  }
+}
+
+async function lock (path: string): Promise<() => Promise<void>> {
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    try {
+      const handle = await open(path, 'wx')
+      await handle.close()
+      return () => rm(path, { force: true })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      // A lock older than 30 s belongs to a writer that died.
+      const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0)
+      if (age > 30_000) await rm(path, { force: true })
+      if (Date.now() > deadline) throw new StorageError('timeout', `could not lock ${path} within 30 s`)
+      await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20))
+    }
   }
 }

@@ -33,7 +33,20 @@ export interface BlobStore {
   read (path: string, options: ReadOptions): Promise<Readable>
   /** Reads a small text blob unless its ETag still equals `ifNoneMatch` (one conditional request). */
   readText (path: string, ifNoneMatch?: string): Promise<TextRead>
+  /**
+   * Writes a small text blob only if it is still the version read (`ifMatch`), or does not exist
+   * yet (`ifMatch: null`); otherwise fails with kind "changed". Returns the new ETag.
+   */
+  writeText (path: string, text: string, ifMatch: string | null): Promise<string>
+  /** Streams a blob in (any size, bounded memory), replacing any earlier version. */
+  upload (path: string, data: Readable, options?: UploadOptions): Promise<BlobProperties>
   close (): Promise<void>
+}
+
+export interface UploadOptions {
+  readonly contentType?: string
+  /** Called with the bytes sent so far. */
+  readonly onProgress?: (bytes: number) => void
 }
 
 export type StorageErrorKind =

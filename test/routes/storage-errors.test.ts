@@ -35,6 +35,8 @@ function split (manifestStore: BlobStore, blobStore: BlobStore): BlobStore {
     stat: (p) => blobStore.stat(p),
     read: (p, o) => blobStore.read(p, o),
     readText: (p, e) => manifestStore.readText(p, e),
+    writeText: (p, text, m) => manifestStore.writeText(p, text, m),
+    upload: (p, d, o) => blobStore.upload(p, d, o),
     close: async () => {}
   }
 }

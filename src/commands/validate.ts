@@ -1,0 +1,61 @@
+// `pkg-serve validate`: checks a local manifest with the server's own rules and, with
+// --remote, that every path it names exists in the container. One line per problem.
+
+import { readFile } from 'node:fs/promises'
+import { ConfigError } from '../config.ts'
+import type { ValidateConfig } from '../config.ts'
+import { ManifestError, formatIssue, parseManifest } from '../manifest.ts'
+import { openStore } from '../storage/open.ts'
+import { isStorageError } from '../storage/types.ts'
+
+export async function validate (config: ValidateConfig, env: Readonly<Record<string, string | undefined>>, out: (line: string) => void, err: (line: string) => void): Promise<number> {
+  let text: string
+  try {
+    text = await readFile(config.file, 'utf8')
+  } catch (e) {
+    throw new ConfigError(`cannot read ${config.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+  }
+  let manifest
+  try {
+    manifest = parseManifest(text, config.file)
+  } catch (e) {
+    if (!(e instanceof ManifestError)) throw e
+    for (const issue of e.issues) err(`${config.file}: ${formatIssue(issue)}`)
+    return 1
+  }
+
+  if (config.remote === undefined) {
+    out(`${config.file}: valid (${manifest.packages.size} packages, ${manifest.entryCount} entries)`)
+    return 0
+  }
+
+  const { store, description } = await openStore({
+    storage: config.remote,
+    container: config.container,
+    endpointSuffix: config.endpointSuffix,
+    identityClientId: config.identityClientId,
+    azureJsonPath: config.azureJson,
+    env
+  })
+  let missing = 0
+  try {
+    const all = [...manifest.packages.values()].flatMap((tags) => [...tags.values()])
+    // A few at a time: a large manifest must not open hundreds of requests at once.
+    for (let i = 0; i < all.length; i += 16) {
+      await Promise.all(all.slice(i, i + 16).map(async (entry) => {
+        try {
+          await store.stat(entry.path)
+        } catch (e) {
+          missing++
+          const why = isStorageError(e) ? e.message : String(e)
+          err(`${config.file}: [${entry.name}.${entry.tag}] path "${entry.path}": ${why}`)
+        }
+      }))
+    }
+  } finally {
+    await store.close()
+  }
+  if (missing > 0) return 1
+  out(`${config.file}: valid (${manifest.packages.size} packages, ${manifest.entryCount} entries); every path exists in ${description}`)
+  return 0
+}
