@@ -1,76 +1,30 @@
-// Starts a real Azurite blob service (in-memory, on a free port) for one test file and stops it
-// afterwards. Seeds go through @azure/storage-blob, as a user's uploads would.
+// A real Azurite blob service for one test file, stopped afterwards. Seeds go through
+// @azure/storage-blob, as a user's uploads would.
 
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { createRequire } from 'node:module'
 import type { TestContext } from 'node:test'
 import { BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
+import { spawnAzurite } from '../../scripts/azurite.ts'
+import type { AzuriteProcess } from '../../scripts/azurite.ts'
 
-// Azurite's published development account: a well-known key, not a secret.
-export const AZURITE_ACCOUNT = 'devstoreaccount1'
-export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+export { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor } from '../../scripts/azurite.ts'
 
-export interface Azurite {
-  readonly port: number
-  /** http://127.0.0.1:PORT/devstoreaccount1 */
-  readonly blobEndpoint: string
-  readonly connectionString: string
+export interface Azurite extends AzuriteProcess {
   readonly service: BlobServiceClient
   container (name?: string): Promise<ContainerClient>
-  stop (): Promise<void>
-}
-
-export function connectionStringFor (blobEndpoint: string, key = AZURITE_KEY): string {
-  return `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${key};BlobEndpoint=${blobEndpoint};`
-}
-
-function stopChild (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
-  return new Promise((resolve) => {
-    child.once('exit', () => { resolve() })
-    child.kill('SIGTERM')
-    setTimeout(() => child.kill('SIGKILL'), 3000).unref()
-  })
 }
 
 export async function startAzurite (t?: TestContext): Promise<Azurite> {
-  const main = createRequire(import.meta.url).resolve('azurite/dist/src/blob/main.js')
-  const child = spawn(process.execPath, [
-    main, '--inMemoryPersistence', '--blobHost', '127.0.0.1', '--blobPort', '0',
-    '--skipApiVersionCheck', '--loose', '--disableTelemetry', '--silent'
-  ], { stdio: ['ignore', 'pipe', 'pipe'] })
-
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    const timer = setTimeout(() => { reject(new Error(`Azurite did not start in 30s: ${out}`)) }, 30_000)
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-      const match = /successfully listens on http:\/\/[^:]+:(\d+)/.exec(out)
-      if (match?.[1] !== undefined) { clearTimeout(timer); resolve(Number(match[1])) }
-    })
-    child.stderr?.on('data', (chunk: Buffer) => { out += chunk.toString() })
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`Azurite exited (${code ?? 'signal'}): ${out}`)) })
-  })
-  child.stdout?.resume()
-  child.stderr?.resume()
-
-  const blobEndpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`
-  const connectionString = connectionStringFor(blobEndpoint)
-  const service = BlobServiceClient.fromConnectionString(connectionString)
-  const azurite: Azurite = {
-    port,
-    blobEndpoint,
-    connectionString,
+  const azurite = await spawnAzurite()
+  t?.after(() => azurite.stop())
+  const service = BlobServiceClient.fromConnectionString(azurite.connectionString)
+  return {
+    ...azurite,
     service,
     async container (name = 'pkg') {
       const c = service.getContainerClient(name)
       await c.createIfNotExists()
       return c
-    },
-    stop: () => stopChild(child)
+    }
   }
-  t?.after(() => azurite.stop())
-  return azurite
 }

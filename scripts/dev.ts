@@ -1,0 +1,114 @@
+// `npm run dev`: one command, no Azure account. Starts Azurite (in memory, free port), seeds the
+// `pkg` container from examples/ (with a .deb built on the spot), serves with hot reload, and
+// prints what to try. Edits under examples/ are uploaded again as you save them. Ctrl-C stops
+// everything it started.
+
+import { watch } from 'node:fs'
+import type { FSWatcher } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { BlobServiceClient } from '@azure/storage-blob'
+import type { ContainerClient } from '@azure/storage-blob'
+import { createLogger } from '../src/logger.ts'
+import { startServer } from '../src/server.ts'
+import type { RunningServer } from '../src/server.ts'
+import { spawnAzurite } from './azurite.ts'
+import { EXAMPLE_DEB, EXAMPLE_DEB_FILE, buildDeb } from './build-deb.ts'
+
+const EXAMPLES = fileURLToPath(new URL('../examples/', import.meta.url))
+
+/** examples/packages.toml → packages.toml; examples/files/X → X (install-hello.sh under scripts/). */
+function blobNameFor (file: string): string | undefined {
+  const rel = relative(EXAMPLES, file).split('\\').join('/')
+  if (rel === 'packages.toml') return 'packages.toml'
+  if (rel === 'files/install-hello.sh') return 'scripts/install-hello.sh'
+  if (rel.startsWith('files/') && !rel.endsWith('~')) return rel.slice('files/'.length)
+  return undefined
+}
+
+async function upload (container: ContainerClient, file: string): Promise<string | undefined> {
+  const name = blobNameFor(file)
+  if (name === undefined) return undefined
+  await container.getBlockBlobClient(name).uploadData(await readFile(file))
+  return name
+}
+
+async function main (): Promise<void> {
+  const logger = createLogger(process.env.LOG_LEVEL ?? 'info')
+  const azurite = await spawnAzurite()
+  let server: RunningServer | undefined
+  let watcher: FSWatcher | undefined
+  let stopping = false
+  const stop = async (): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    process.stdout.write('\nstopping pkg-serve and Azurite…\n')
+    watcher?.close()
+    await server?.close()
+    await azurite.stop()
+    process.stdout.write('stopped\n')
+  }
+  // Ctrl-C reaches every process of the group (npm, the wrapper, this one): handle it each time.
+  const onSignal = (): void => { stop().catch((err: unknown) => { process.stderr.write(`dev: ${String(err)}\n`) }) }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  try {
+    const container = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('pkg')
+    await container.createIfNotExists()
+    await container.getBlockBlobClient(`pool/${EXAMPLE_DEB_FILE}`).uploadData(buildDeb(EXAMPLE_DEB))
+    await upload(container, join(EXAMPLES, 'files', 'hello.txt'))
+    await upload(container, join(EXAMPLES, 'files', 'install-hello.sh'))
+    await upload(container, join(EXAMPLES, 'packages.toml'))
+
+    const env = { ...process.env, AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
+    const port = Number(process.env.PKG_SERVE_PORT ?? '8080')
+    const config = {
+      container: 'pkg',
+      endpointSuffix: 'core.windows.net',
+      azureJson: '/nonexistent/azure.json',
+      manifest: 'packages.toml',
+      pollInterval: 2,
+      host: 'localhost'
+    }
+    try {
+      server = await startServer({ ...config, port }, { logger, env, closeGraceMs: 2000 })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+      server = await startServer({ ...config, port: 0 }, { logger, env, closeGraceMs: 2000 })
+    }
+
+    watcher = watch(EXAMPLES, { recursive: true }, (_event, name) => {
+      if (name === null || stopping) return
+      const file = join(EXAMPLES, name.toString())
+      upload(container, file).then((blob) => {
+        if (blob !== undefined) process.stdout.write(`uploaded examples/${name.toString()} as ${blob}\n`)
+      }, () => { /* being saved, or removed: the next event uploads it */ })
+    })
+
+    const url = server.url
+    process.stdout.write([
+      '',
+      `pkg-serve dev: Azurite (pid ${azurite.pid}) on ${azurite.blobEndpoint}, container "pkg" seeded from examples/`,
+      `pkg-serve is serving at ${url}`,
+      '',
+      `  packages:    ${url}/pkg`,
+      `  readiness:   ${url}/readyz`,
+      `  metrics:     ${url}/metrics`,
+      `  try:         curl -fsSOJ ${url}/pkg/pkg-serve-hello/1.0.0 && dpkg-deb --info ${EXAMPLE_DEB_FILE}`,
+      '',
+      'Edit examples/packages.toml (or add files under examples/files/): saved changes are uploaded and served within 2 s.',
+      'Ctrl-C stops pkg-serve and Azurite.',
+      ''
+    ].join('\n'))
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`dev: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exitCode = 1
+})
