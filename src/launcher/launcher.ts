@@ -93,6 +93,9 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
     await state.write(status)
   }
   await state.init()
+  await state.heartbeat()
+  const heartbeat = setInterval(() => { state.heartbeat().catch(() => {}) }, 10_000)
+  heartbeat.unref()
   let script: ActionScript = await readAction(config.actionsDir, config.action)
   await update({ scriptSha256: script.sha256 })
 
@@ -236,6 +239,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       }
     }
   } finally {
+    clearInterval(heartbeat)
     if (watcher !== undefined) clearInterval(watcher)
     await closeListener()
     await app?.close()

@@ -4,7 +4,7 @@
 // never sees half a file.
 
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 export type Phase = 'starting' | 'running' | 'succeeded' | 'failed' | 'retrying' | 'skipped' | 'stopped'
@@ -40,9 +40,20 @@ async function writeAtomic (path: string, data: string): Promise<void> {
 export function createStateDir (dir: string) {
   const statusFile = join(dir, 'status.json')
   const readyFile = join(dir, 'ready')
+  const heartbeatFile = join(dir, 'heartbeat')
   return {
     statusFile,
     readyFile,
+    heartbeatFile,
+    /** Touched while the launcher's event loop runs: the liveness probe checks its age. */
+    async heartbeat (): Promise<void> {
+      const now = new Date()
+      try {
+        await utimes(heartbeatFile, now, now)
+      } catch {
+        await writeFile(heartbeatFile, '')
+      }
+    },
     async init (): Promise<void> {
       await mkdir(dir, { recursive: true })
       await rm(readyFile, { force: true })

@@ -103,6 +103,7 @@ echo "secret=\${AZURE_STORAGE_CONNECTION_STRING:-none}"
     assert.equal(s.attempts, 1)
     assert.deepEqual(s.args, ['one', 'two words', '--force'])
     assert.ok(existsSync(join(f.stateDir, 'ready')))
+    assert.ok(existsSync(join(f.stateDir, 'heartbeat')), 'no heartbeat for the liveness probe')
     assert.equal((await readFile(join(f.node.hostDir, 'install'))).toString().split('\n')[0], '#!/bin/bash')
 
     const port = Number(s.port)
