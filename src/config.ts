@@ -15,7 +15,8 @@ export const storageOptionsSchema = z.object({
   container,
   endpointSuffix: z.string().regex(/^[a-z0-9.-]+$/i, 'must be a DNS suffix such as core.windows.net'),
   identityClientId: z.string().optional(),
-  azureJson: z.string().min(1)
+  azureJson: z.string().min(1),
+  storageTimeout: z.coerce.number({ message: 'must be a number of seconds' }).min(0.1, 'must be at least 0.1 seconds').max(3600, 'must be at most 3600 seconds')
 })
 
 export const serveConfigSchema = storageOptionsSchema.extend({
@@ -85,6 +86,7 @@ const flagNames: Record<string, string> = {
   endpointSuffix: '--endpoint-suffix',
   identityClientId: '--identity-client-id',
   azureJson: '--azure-json',
+  storageTimeout: '--storage-timeout',
   logLevel: '--log-level',
   action: 'ACTION',
   actionsDir: '--actions-dir',

@@ -15,6 +15,8 @@ export interface ListenOptions {
   /** Milliseconds a closing server waits for in-flight responses before cutting them. */
   readonly closeGraceMs?: number
   readonly log?: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }
+  /** Overrides of serverTimeouts (tests). */
+  readonly timeouts?: Partial<typeof serverTimeouts>
 }
 
 export interface Listener {
@@ -33,10 +35,17 @@ export const serverTimeouts = {
   socketTimeout: 120_000
 } as const
 
-function makeServer (handler: RequestHandler): Server {
-  const server = createServer({ requestTimeout: serverTimeouts.requestTimeout, headersTimeout: serverTimeouts.headersTimeout }, handler)
-  server.keepAliveTimeout = serverTimeouts.keepAliveTimeout
-  server.setTimeout(serverTimeouts.socketTimeout, (socket) => socket.destroy())
+function makeServer (handler: RequestHandler, overrides: Partial<typeof serverTimeouts> = {}): Server {
+  const t = { ...serverTimeouts, ...overrides }
+  const server = createServer({
+    requestTimeout: t.requestTimeout,
+    headersTimeout: t.headersTimeout,
+    // How often Node enforces the two limits above (its default, 30 s, would triple them).
+    connectionsCheckingInterval: Math.min(1000, t.headersTimeout),
+    maxHeaderSize: 16 * 1024
+  }, handler)
+  server.keepAliveTimeout = t.keepAliveTimeout
+  server.setTimeout(t.socketTimeout, (socket) => socket.destroy())
   return server
 }
 
@@ -74,7 +83,7 @@ export async function listen (handler: RequestHandler, opts: ListenOptions): Pro
     let port = opts.port
     try {
       for (const host of hosts) {
-        const server = makeServer(handler)
+        const server = makeServer(handler, opts.timeouts)
         try {
           port = await bind(server, host, port)
         } catch (err) {

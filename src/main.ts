@@ -60,6 +60,7 @@ function storageOptions (command: Command, env: Env): Command {
     .addOption(flag('--endpoint-suffix <suffix>', 'blob endpoint suffix for account names (sovereign clouds)').default('core.windows.net'))
     .addOption(flag('--identity-client-id <id>', 'client id of the managed identity to use (default: AZURE_CLIENT_ID, else the kubelet identity)'))
     .addOption(flag('--azure-json <path>', "the node's cloud config, read for the kubelet identity").default('/etc/kubernetes/azure.json'))
+    .addOption(flag('--storage-timeout <seconds>', 'longest wait for a storage answer, or for the next bytes of a download').default('30'))
     .addOption(flag('--log-level <level>', 'log level').choices(LOG_LEVELS).default(env.LOG_LEVEL ?? 'info'))
 }
 

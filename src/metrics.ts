@@ -44,6 +44,12 @@ export function createMetrics () {
       labelNames: ['result'] as const,
       registers: [registry]
     }),
+    scriptRuns: new Counter({
+      name: 'pkg_serve_script_runs_total',
+      help: 'Runs of the action by the launcher, by result (succeeded, failed, stopped, skipped)',
+      labelNames: ['result'] as const,
+      registers: [registry]
+    }),
     manifestLoaded: new Gauge({
       name: 'pkg_serve_manifest_loaded',
       help: '1 when a manifest is loaded and packages can be served',

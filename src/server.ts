@@ -13,6 +13,7 @@ export interface ServerConfig {
   readonly endpointSuffix: string
   readonly identityClientId?: string | undefined
   readonly azureJson: string
+  readonly storageTimeout?: number
   readonly manifest: string
   readonly pollInterval: number
   readonly host: string
@@ -42,6 +43,7 @@ export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<
     endpointSuffix: config.endpointSuffix,
     identityClientId: config.identityClientId,
     azureJsonPath: config.azureJson,
+    storageTimeout: config.storageTimeout,
     env: deps.env
   })
   deps.logger.info({ storage: description }, `storage: ${description}`)

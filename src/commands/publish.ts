@@ -87,6 +87,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
     endpointSuffix: config.endpointSuffix,
     identityClientId: config.identityClientId,
     azureJsonPath: config.azureJson,
+    storageTimeout: config.storageTimeout,
     env
   })
   try {

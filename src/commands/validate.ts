@@ -35,6 +35,7 @@ export async function validate (config: ValidateConfig, env: Readonly<Record<str
     endpointSuffix: config.endpointSuffix,
     identityClientId: config.identityClientId,
     azureJsonPath: config.azureJson,
+    storageTimeout: config.storageTimeout,
     env
   })
   let missing = 0

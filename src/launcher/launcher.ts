@@ -193,6 +193,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       await state.setReady(false)
       const result = await runOnce()
       const succeeded = result === 'skipped' || (result.exitCode === 0 && !result.stopped)
+      app?.metrics.scriptRuns.inc({ result: result === 'skipped' ? 'skipped' : result.stopped ? 'stopped' : succeeded ? 'succeeded' : 'failed' })
       if (!(succeeded && config.keepServing)) await closeListener()
 
       if (result !== 'skipped' && result.stopped) {

@@ -6,6 +6,7 @@
 import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { Readable } from 'node:stream'
+import { watchIdle } from './idle.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobStore, ReadOptions, TextRead } from './types.ts'
 
@@ -20,6 +21,8 @@ export interface AzureStoreOptions {
    * tryTimeoutInMs is only a server-side hint, so a silent socket would otherwise hang forever).
    */
   readonly requestTimeoutMs?: number
+  /** A download that delivers nothing for this long while the client reads is broken (default 30 s). */
+  readonly idleTimeoutMs?: number
 }
 
 const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', 'REQUEST_SEND_ERROR'])
@@ -53,6 +56,7 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
   const { container } = options
   const maxRetryRequests = options.maxRetryRequests ?? 3
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000
+  const idleTimeoutMs = options.idleTimeoutMs ?? 30_000
 
   /** Runs one SDK call with a signal that fires if no response arrives in time. */
   async function bounded<T> (what: string, call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
@@ -103,7 +107,7 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
         }))
         const body = res.readableStreamBody as Readable | undefined
         if (body === undefined) throw new StorageError('failed', `storage sent no body for ${name(path)}`)
-        return body
+        return watchIdle(body, idleTimeoutMs, name(path))
       } catch (err) {
         throw toStorageError(err, name(path))
       }

@@ -6,7 +6,7 @@ import { existsSync, statSync } from 'node:fs'
 import { isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AnonymousCredential, BlobServiceClient } from '@azure/storage-blob'
-import type { StoragePipelineOptions } from '@azure/storage-blob'
+import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob'
 import { createAzureStore } from './azure.ts'
 import { chooseCredential } from './credentials.ts'
 import { createLocalStore } from './local.ts'
@@ -67,6 +67,8 @@ export interface OpenStoreOptions {
   readonly identityClientId?: string | undefined
   readonly azureJsonPath: string
   readonly env: Readonly<Record<string, string | undefined>>
+  /** Seconds: the bound on each storage request and on a silent download (default 30). */
+  readonly storageTimeout?: number | undefined
 }
 
 export interface OpenedStore {
@@ -89,6 +91,9 @@ function accountOf (connectionString: string): string {
 }
 
 export async function openStore (opts: OpenStoreOptions): Promise<OpenedStore> {
+  const timeoutMs = (opts.storageTimeout ?? 30) * 1000
+  const azure = (container: ContainerClient, description: string): BlobStore =>
+    createAzureStore({ container, description, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs })
   const connectionString = opts.env.AZURE_STORAGE_CONNECTION_STRING
   const target = parseStorage(opts.storage, { endpointSuffix: opts.endpointSuffix, connectionString })
 
@@ -109,7 +114,7 @@ export async function openStore (opts: OpenStoreOptions): Promise<OpenedStore> {
       throw new StorageSpecError(`AZURE_STORAGE_CONNECTION_STRING is not a valid connection string: ${(err as Error).message}`)
     }
     const description = `container "${opts.container}" at ${service.url.replace(/\?.*$/, '')} with a connection string (${accountOf(connectionString ?? '')})`
-    return { store: createAzureStore({ container: service.getContainerClient(opts.container), description }), description }
+    return { store: azure(service.getContainerClient(opts.container), description), description }
   }
 
   const url = new URL(target.url)
@@ -117,10 +122,10 @@ export async function openStore (opts: OpenStoreOptions): Promise<OpenedStore> {
     // A SAS URL carries its own authorization: no credential, and never log the query.
     const service = new BlobServiceClient(target.url, new AnonymousCredential(), pipelineOptions)
     const description = `container "${opts.container}" at ${url.origin}${url.pathname} with a SAS token`
-    return { store: createAzureStore({ container: service.getContainerClient(opts.container), description }), description }
+    return { store: azure(service.getContainerClient(opts.container), description), description }
   }
   const { credential, description: how } = await chooseCredential(opts)
   const service = new BlobServiceClient(target.url, credential, pipelineOptions)
   const description = `container "${opts.container}" at ${target.url} with ${how}`
-  return { store: createAzureStore({ container: service.getContainerClient(opts.container), description }), description }
+  return { store: azure(service.getContainerClient(opts.container), description), description }
 }
