@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { AccountSASPermissions } from '@azure/storage-blob'
 import { startAzurite } from '../helpers/azurite.ts'
 import { startCli } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/tmp.ts'
@@ -170,4 +171,24 @@ sha256 = '${'0'.repeat(64)}'
     const r = await run('curl', ['-sS', `${url}/healthz`])
     assert.notEqual(r.code, 0)
   })
+})
+
+test('a SAS URL as STORAGE works and its signature never reaches the log', async (t) => {
+  const azurite = await startAzurite(t)
+  const container = await azurite.container('pkg')
+  await container.getBlockBlobClient('a.txt').uploadData(Buffer.from('via SAS'))
+  await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from("[a.latest]\npath = 'a.txt'\n"))
+  const sasUrl = azurite.service.generateAccountSasUrl(new Date(Date.now() + 3600_000), AccountSASPermissions.parse('rl'), 'sco')
+  const sig = new URL(sasUrl).searchParams.get('sig')
+  assert.ok(sig !== null && sig.length > 10)
+
+  const server = startCli(t, ['serve', sasUrl, '--port', '0', '--log-level', 'debug'], { AZURE_STORAGE_CONNECTION_STRING: undefined })
+  const listening = await server.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+  const r = await run('curl', ['-sS', '-f', `http://127.0.0.1:${Number(listening.port)}/pkg/a/latest`])
+  assert.equal(r.stdout, 'via SAS', r.stderr)
+  await run('curl', ['-sS', `http://127.0.0.1:${Number(listening.port)}/pkg/a/nope`])
+  await server.stop()
+  const everything = JSON.stringify(server.logs) + server.stderr()
+  assert.match(everything, /with a SAS token/)
+  assert.ok(!everything.includes(sig) && !everything.includes(encodeURIComponent(sig)), 'the SAS signature appears in the log')
 })
