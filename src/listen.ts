@@ -16,7 +16,7 @@ export interface ListenOptions {
   readonly closeGraceMs?: number
   readonly log?: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }
   /** Overrides of serverTimeouts (tests). */
-  readonly timeouts?: Partial<typeof serverTimeouts>
+  readonly timeouts?: Partial<ServerTimeouts>
 }
 
 export interface Listener {
@@ -26,16 +26,23 @@ export interface Listener {
   close (): Promise<void>
 }
 
+export interface ServerTimeouts {
+  readonly headersTimeout: number
+  readonly requestTimeout: number
+  readonly keepAliveTimeout: number
+  readonly socketTimeout: number
+}
+
 /** Socket limits: a slow or silent client cannot hold a connection (or a storage stream) forever. */
-export const serverTimeouts = {
+export const serverTimeouts: ServerTimeouts = {
   headersTimeout: 10_000,
   requestTimeout: 30_000,
   keepAliveTimeout: 5_000,
   /** Inactivity on an open socket (a client that stopped reading a download). */
   socketTimeout: 120_000
-} as const
+}
 
-function makeServer (handler: RequestHandler, overrides: Partial<typeof serverTimeouts> = {}): Server {
+function makeServer (handler: RequestHandler, overrides: Partial<ServerTimeouts> = {}): Server {
   const t = { ...serverTimeouts, ...overrides }
   const server = createServer({
     requestTimeout: t.requestTimeout,
