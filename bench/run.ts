@@ -1,0 +1,332 @@
+// `npm run bench`: pkg-serve against the baselines, on this machine, in one run. Starts Azurite,
+// pkg-serve (the built dist/, as the image runs it) and, when installed, `rclone serve http` on
+// the same container; runs every case alternately several times; prints medians and the ratios
+// the performance issue asks for, and writes the figures to bench/results/latest.json.
+// Figures are ratios against baselines measured in the same run: absolute numbers on a shared
+// machine mean little. `--quick` finishes in about a minute (CI runs it to prove it works).
+
+import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { Agent, request } from 'node:http'
+import { connect, createServer } from 'node:net'
+import type { Socket } from 'node:net'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { AccountSASPermissions, BlobServiceClient } from '@azure/storage-blob'
+import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from '../scripts/azurite.ts'
+
+const QUICK = process.argv.includes('--quick')
+const REPO = fileURLToPath(new URL('..', import.meta.url))
+const MiB = 1024 * 1024
+const GiB = 1024 * MiB
+const cfg = QUICK
+  ? { large: 128 * MiB, reps: 2, memEach: 32 * MiB, smallSeconds: 3, startReps: 2, reloadReps: 2 }
+  : { large: 1 * GiB, reps: 5, memEach: 256 * MiB, smallSeconds: 10, startReps: 3, reloadReps: 3 }
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || '100')
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? (s[m] ?? NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2
+}
+const log = (msg: string): void => { process.stderr.write(`bench: ${msg}\n`) }
+
+function cpuSeconds (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+function rssMiB (pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+}
+/** Samples a process's RSS every 20 ms; returns the peak when stopped. */
+function rssPeak (pid: number): () => number {
+  let peak = rssMiB(pid)
+  const timer = setInterval(() => { try { peak = Math.max(peak, rssMiB(pid)) } catch { /* gone */ } }, 20)
+  return () => { clearInterval(timer); return peak }
+}
+
+async function waitFor (url: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      const res = await fetch(url)
+      await res.arrayBuffer()
+      if (res.status === 200) return
+    } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error(`${url} not ready in ${timeoutMs} ms`)
+    await sleep(10)
+  }
+}
+
+function freePort (): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0))
+    })
+  })
+}
+
+/** curl to /dev/null: seconds and bytes. */
+function curl (url: string, extra: string[] = []): Promise<{ seconds: number, bytes: number, code: number }> {
+  return new Promise((resolve) => {
+    const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{time_total} %{size_download} %{http_code}', ...extra, url], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    c.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    c.on('exit', () => {
+      const [s, b, code] = out.trim().split(' ').map(Number)
+      resolve({ seconds: s ?? NaN, bytes: b ?? 0, code: code ?? 0 })
+    })
+  })
+}
+
+interface Server { readonly name: string, readonly url: string, readonly pid: number, stop: () => Promise<void>, readonly proc: ChildProcess }
+
+function stopProc (p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => { p.once('exit', () => resolve()); p.kill('SIGTERM'); setTimeout(() => p.kill('SIGKILL'), 5000).unref() })
+}
+
+async function startPkgServe (env: Record<string, string>, extra: string[] = []): Promise<Server & { readyMs: number }> {
+  const port = await freePort()
+  const started = Date.now()
+  const proc = spawn(process.execPath, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const url = `http://127.0.0.1:${port}`
+  await waitFor(`${url}/readyz`)
+  return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc), readyMs: Date.now() - started }
+}
+
+async function startRclone (blobEndpoint: string): Promise<Server | undefined> {
+  if (spawnSync('sh', ['-c', 'command -v rclone']).status !== 0) return undefined
+  const port = await freePort()
+  const proc = spawn('rclone', ['serve', 'http', 'az:pkg', '--addr', `127.0.0.1:${port}`, '--read-only', '--no-modtime'], {
+    env: { ...process.env, RCLONE_CONFIG_AZ_TYPE: 'azureblob', RCLONE_CONFIG_AZ_ACCOUNT: AZURITE_ACCOUNT, RCLONE_CONFIG_AZ_KEY: AZURITE_KEY, RCLONE_CONFIG_AZ_ENDPOINT: blobEndpoint, RCLONE_CONFIG_AZ_USE_EMULATOR: 'true' },
+    stdio: ['ignore', 'ignore', 'ignore']
+  })
+  const url = `http://127.0.0.1:${port}`
+  await waitFor(`${url}/small.bin`)
+  return { name: 'rclone', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc) }
+}
+
+/** N keep-alive connections hammering one URL for `seconds`: requests/s, p99 latency, errors. */
+async function load (url: string, connections: number, seconds: number): Promise<{ rps: number, p99ms: number, errors: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections })
+  const latencies: number[] = []
+  let errors = 0
+  const until = Date.now() + seconds * 1000
+  const one = (): Promise<void> => new Promise((resolve) => {
+    const t0 = performance.now()
+    const req = request(url, { agent }, (res) => {
+      res.on('data', () => {})
+      res.on('end', () => {
+        if (res.statusCode === 200) latencies.push(performance.now() - t0)
+        else errors++
+        resolve()
+      })
+    })
+    req.on('error', () => { errors++; resolve() })
+    req.end()
+  })
+  const started = Date.now()
+  await Promise.all(Array.from({ length: connections }, async () => { while (Date.now() < until) await one() }))
+  const elapsed = (Date.now() - started) / 1000
+  agent.destroy()
+  latencies.sort((a, b) => a - b)
+  return { rps: latencies.length / elapsed, p99ms: latencies[Math.floor(latencies.length * 0.99)] ?? NaN, errors }
+}
+
+/** A TCP proxy that counts requests and bytes from storage, for the idle-poll cost. */
+async function countingProxy (targetPort: number): Promise<{ port: number, requests: () => number, bytesIn: () => number, close: () => void }> {
+  let requests = 0
+  let bytesIn = 0
+  const sockets = new Set<Socket>()
+  const server = createServer((client) => {
+    const up = connect(targetPort, '127.0.0.1')
+    sockets.add(client).add(up)
+    client.on('data', (d: Buffer) => { requests += (d.toString('latin1').match(/^(GET|HEAD|PUT) /gm) ?? []).length; up.write(d) })
+    up.on('data', (d: Buffer) => { bytesIn += d.length; client.write(d) })
+    const end = (): void => { client.destroy(); up.destroy() }
+    client.on('close', end).on('error', end)
+    up.on('close', end).on('error', end)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const a = server.address()
+  return { port: typeof a === 'object' && a !== null ? a.port : 0, requests: () => requests, bytesIn: () => bytesIn, close: () => { for (const s of sockets) s.destroy(); server.close() } }
+}
+
+async function main (): Promise<void> {
+  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps`)
+  const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'inherit' })
+  if (build.status !== 0) throw new Error('npm run build failed')
+
+  const azurite = await spawnAzurite()
+  const service = BlobServiceClient.fromConnectionString(azurite.connectionString)
+  const container = service.getContainerClient('pkg')
+  await container.createIfNotExists()
+  log('seeding Azurite')
+  const chunk = randomBytes(8 * MiB)
+  const block = container.getBlockBlobClient('large.bin')
+  const ids: string[] = []
+  for (let i = 0; i < cfg.large / chunk.length; i++) {
+    const id = Buffer.from(String(i).padStart(8, '0')).toString('base64')
+    await block.stageBlock(id, chunk, chunk.length)
+    ids.push(id)
+  }
+  await block.commitBlockList(ids)
+  await container.getBlockBlobClient('mem.bin').uploadData(randomBytes(cfg.memEach))
+  await container.getBlockBlobClient('small.bin').uploadData(randomBytes(1024))
+  const manifest = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.bin'\n[small.latest]\npath = 'small.bin'\n"
+  await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(manifest))
+  const sas = service.generateAccountSasUrl(new Date(Date.now() + 6 * 3600_000), AccountSASPermissions.parse('r'), 'sco')
+  const direct = (blob: string): string => `${azurite.blobEndpoint}/pkg/${blob}?${new URL(sas).search.slice(1)}`
+
+  const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
+  const pkg = await startPkgServe(env)
+  const rclone = await startRclone(azurite.blobEndpoint)
+  if (rclone === undefined) log('rclone is not installed: its baselines are skipped (apt-get install rclone)')
+  const servers = [pkg, ...(rclone !== undefined ? [rclone] : [])]
+  const paths: Record<string, (blob: string, name: string) => string> = {
+    'pkg-serve': (_blob, name) => `${pkg.url}/pkg/${name}/latest`,
+    rclone: (blob) => `${rclone?.url ?? ''}/${blob}`
+  }
+
+  // Large download: throughput and server CPU per GiB, alternating the paths each rep.
+  const large: Record<string, { mbps: number[], cpuPerGiB: number[] }> = { azurite: { mbps: [], cpuPerGiB: [] } }
+  for (const s of servers) large[s.name] = { mbps: [], cpuPerGiB: [] }
+  for (let rep = 0; rep < cfg.reps; rep++) {
+    const order = rep % 2 === 0 ? ['azurite', ...servers.map((s) => s.name)] : [...servers.map((s) => s.name).reverse(), 'azurite']
+    for (const name of order) {
+      const server = servers.find((s) => s.name === name)
+      const cpu0 = server !== undefined ? cpuSeconds(server.pid) : 0
+      const r = await curl(server !== undefined ? (paths[name]?.('large.bin', 'large') ?? '') : direct('large.bin'))
+      if (r.bytes !== cfg.large) throw new Error(`${name}: downloaded ${r.bytes} of ${cfg.large} bytes (HTTP ${r.code})`)
+      large[name]?.mbps.push(r.bytes / 1e6 / r.seconds)
+      if (server !== undefined) large[name]?.cpuPerGiB.push((cpuSeconds(server.pid) - cpu0) / (r.bytes / GiB))
+    }
+    log(`large rep ${rep + 1}/${cfg.reps} done`)
+  }
+
+  // Memory: 8 concurrent downloads plus one client reading at 64 KiB/s.
+  const memory: Record<string, number> = {}
+  for (const s of servers) {
+    const peak = rssPeak(s.pid)
+    const slow = curl(paths[s.name]?.('mem.bin', 'mem') ?? '', ['--limit-rate', '64K', '--max-time', '8'])
+    const fast = await Promise.all(Array.from({ length: 8 }, async () => await curl(paths[s.name]?.('mem.bin', 'mem') ?? '')))
+    await slow
+    memory[s.name] = peak()
+    if (fast.some((r) => r.bytes !== cfg.memEach)) throw new Error(`${s.name}: a concurrent download was short`)
+  }
+  log('memory case done')
+
+  // Small packages: 1 KiB at 32 connections.
+  const small: Record<string, { rps: number[], p99ms: number[], errors: number }> = {}
+  for (const s of servers) small[s.name] = { rps: [], p99ms: [], errors: 0 }
+  for (let rep = 0; rep < Math.max(2, Math.ceil(cfg.reps / 2)); rep++) {
+    for (const s of rep % 2 === 0 ? servers : [...servers].reverse()) {
+      const r = await load(paths[s.name]?.('small.bin', 'small') ?? '', 32, cfg.smallSeconds)
+      const entry = small[s.name]
+      if (entry === undefined) continue
+      entry.rps.push(r.rps)
+      entry.p99ms.push(r.p99ms)
+      entry.errors += r.errors
+    }
+  }
+  log('small case done')
+
+  // Start to ready, and manifest reload latency (poll interval 1 s).
+  const startMs: number[] = []
+  for (let i = 0; i < cfg.startReps; i++) {
+    const s = await startPkgServe(env)
+    startMs.push(s.readyMs)
+    await s.stop()
+  }
+  const reloadMs: number[] = []
+  const polling = await startPkgServe(env, ['--poll-interval', '1'])
+  for (let i = 0; i < cfg.reloadReps; i++) {
+    await sleep(Math.random() * 1000)
+    const name = `fresh${i}`
+    await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(`${manifest}[${name}.latest]\npath = 'small.bin'\n`))
+    const t0 = Date.now()
+    while ((await fetch(`${polling.url}/pkg/${name}/latest`).then(async (r) => { await r.arrayBuffer(); return r.status })) !== 200) await sleep(5)
+    reloadMs.push(Date.now() - t0)
+  }
+  await polling.stop()
+
+  // The cost of an idle poll, counted on the wire.
+  const proxy = await countingProxy(azurite.port)
+  const idle = await startPkgServe({ AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(`http://127.0.0.1:${proxy.port}/${AZURITE_ACCOUNT}`) }, ['--poll-interval', '0.25'])
+  await sleep(300)
+  const req0 = proxy.requests()
+  const bytes0 = proxy.bytesIn()
+  const polls0 = await pollCount(idle.url)
+  await sleep(3000)
+  const polls = (await pollCount(idle.url)) - polls0
+  const idlePoll = { polls, requestsPerPoll: (proxy.requests() - req0) / polls, bytesFromStoragePerPoll: (proxy.bytesIn() - bytes0) / polls, manifestBytes: Buffer.byteLength(manifest) + 60 }
+  await idle.stop()
+  proxy.close()
+
+  for (const s of servers) await s.stop()
+  await azurite.stop()
+
+  const m = (xs: number[] | undefined): number => median(xs ?? [])
+  const results = {
+    quick: QUICK,
+    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), node: process.version },
+    large: {
+      sizeMiB: cfg.large / MiB,
+      reps: cfg.reps,
+      throughputMBps: Object.fromEntries(Object.entries(large).map(([k, v]) => [k, m(v.mbps)])),
+      serverCpuSecondsPerGiB: Object.fromEntries(Object.entries(large).filter(([k]) => k !== 'azurite').map(([k, v]) => [k, m(v.cpuPerGiB)]))
+    },
+    memoryPeakRssMiB: memory,
+    small: Object.fromEntries(Object.entries(small).map(([k, v]) => [k, { rps: m(v.rps), p99ms: m(v.p99ms), errors: v.errors }])),
+    startToReadyMs: m(startMs),
+    manifestReloadMs: { median: m(reloadMs), pollIntervalSeconds: 1, samples: reloadMs },
+    idlePoll,
+    ratios: {
+      throughputVsAzurite: m(large['pkg-serve']?.mbps) / m(large.azurite?.mbps),
+      cpuVsRclone: rclone !== undefined ? m(large['pkg-serve']?.cpuPerGiB) / m(large.rclone?.cpuPerGiB) : null,
+      smallRpsVsRclone: rclone !== undefined ? m(small['pkg-serve']?.rps) / m(small.rclone?.rps) : null
+    }
+  }
+  await mkdir(join(REPO, 'bench/results'), { recursive: true })
+  await writeFile(join(REPO, 'bench/results/latest.json'), `${JSON.stringify(results, null, 2)}\n`)
+
+  const f = (x: number | null | undefined, d = 2): string => x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d)
+  const row = (cells: string[]): string => `| ${cells.join(' | ')} |`
+  const lines = [
+    '',
+    `pkg-serve bench (${QUICK ? 'quick' : 'full'}; large ${cfg.large / MiB} MiB × ${cfg.reps}, medians)`,
+    '',
+    row(['path', 'throughput MB/s', 'server CPU-s/GiB', 'peak RSS MiB (8×+slow)', 'small req/s (32 conn)', 'small p99 ms']),
+    row(['---', '---', '---', '---', '---', '---']),
+    row(['curl ← Azurite', f(results.large.throughputMBps.azurite, 0), '—', '—', '—', '—']),
+    ...servers.map((s) => row([s.name, f(results.large.throughputMBps[s.name], 0), f(results.large.serverCpuSecondsPerGiB[s.name]), f(memory[s.name], 0), f(results.small[s.name]?.rps, 0), f(results.small[s.name]?.p99ms, 1)])),
+    '',
+    `target: throughput ≥ 0.9× curl←Azurite        measured ${f(results.ratios.throughputVsAzurite)}×`,
+    `target: CPU/GiB ≤ 0.6× rclone                 measured ${f(results.ratios.cpuVsRclone)}×`,
+    `target: peak RSS ≤ 100 MiB                     measured ${f(memory['pkg-serve'], 0)} MiB`,
+    `target: small req/s ≥ 1.5× rclone, no errors   measured ${f(results.ratios.smallRpsVsRclone)}×, ${results.small['pkg-serve']?.errors ?? 0} errors`,
+    `start → /readyz 200: ${f(results.startToReadyMs, 0)} ms; manifest reload (1 s poll): ${f(results.manifestReloadMs.median, 0)} ms median`,
+    `idle poll: ${f(idlePoll.requestsPerPoll)} requests and ${f(idlePoll.bytesFromStoragePerPoll, 0)} bytes from storage per poll (the manifest is ~${idlePoll.manifestBytes} bytes)`,
+    '',
+    'figures: bench/results/latest.json'
+  ]
+  process.stdout.write(`${lines.join('\n')}\n`)
+}
+
+async function pollCount (url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  return [...text.matchAll(/pkg_serve_manifest_reloads_total\{result="(?:unchanged|loaded)"\} (\d+)/g)].reduce((n, x) => n + Number(x[1]), 0)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  process.exitCode = 1
+})
