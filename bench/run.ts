@@ -27,6 +27,9 @@ const cfg = QUICK
   : { large: 1 * GiB, reps: 5, memEach: 256 * MiB, smallSeconds: 10, startReps: 3, reloadReps: 3 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || '100')
 
+// The V8 settings docker/Dockerfile gives the image (ENV NODE_OPTIONS): the bench runs what ships.
+const IMAGE_NODE_OPTIONS = /^ENV NODE_OPTIONS="?([^"\n]*)"?$/m.exec(readFileSync(join(REPO, 'docker/Dockerfile'), 'utf8'))?.[1] ?? ''
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -96,7 +99,7 @@ function stopProc (p: ChildProcess): Promise<void> {
 async function startPkgServe (env: Record<string, string>, extra: string[] = []): Promise<Server & { readyMs: number }> {
   const port = await freePort()
   const started = Date.now()
-  const proc = spawn(process.execPath, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proc = spawn(process.execPath, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   await waitFor(`${url}/readyz`)
   return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc), readyMs: Date.now() - started }
@@ -161,7 +164,7 @@ async function countingProxy (targetPort: number): Promise<{ port: number, reque
 }
 
 async function main (): Promise<void> {
-  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps`)
+  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps; pkg-serve NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"`)
   const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'inherit' })
   if (build.status !== 0) throw new Error('npm run build failed')
 

@@ -6,6 +6,7 @@ import { buildApp } from './app.ts'
 import { listen } from './listen.ts'
 import type { Listener } from './listen.ts'
 import { openStore } from './storage/open.ts'
+import { withStatCache } from './storage/stat-cache.ts'
 
 export interface ServerConfig {
   readonly storage?: string | undefined
@@ -48,7 +49,8 @@ export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<
   })
   deps.logger.info({ storage: description }, `storage: ${description}`)
   const app = await buildApp(
-    { store, manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
+    // Properties are reused for up to 1 s (reads stay pinned to the ETag): see stat-cache.ts.
+    { store: withStatCache(store, 1000), manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
     { loggerInstance: deps.logger }
   )
   try {

@@ -6,6 +6,8 @@
 import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { Readable } from 'node:stream'
+import { createBlobHttp } from './azure-http.ts'
+import type { BlobResponse } from './azure-http.ts'
 import { watchIdle } from './idle.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobStore, ReadOptions, TextRead } from './types.ts'
@@ -26,6 +28,16 @@ export interface AzureStoreOptions {
 }
 
 const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', 'REQUEST_SEND_ERROR'])
+
+/** The StorageError for an HTTP answer from storage that is not the one asked for. */
+function failure (res: BlobResponse, what: string): StorageError {
+  const code = res.headers['x-ms-error-code']
+  return toStorageError(Object.assign(new Error(`HTTP ${res.status}`), {
+    statusCode: res.status,
+    details: { errorCode: typeof code === 'string' ? code : undefined },
+    fromStorage: true
+  }), what)
+}
 
 /** Turns whatever the SDK threw into a StorageError that says what happened to which blob. */
 export function toStorageError (err: unknown, what: string): StorageError {
@@ -74,21 +86,28 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
     }
   }
   const name = (path: string): string => `blob "${path}" in container "${container.containerName}"`
+  const http = createBlobHttp(container, { requestTimeoutMs })
 
   return {
     description: options.description,
 
     async stat (path) {
       try {
-        const p = await bounded(name(path), (abortSignal) => container.getBlobClient(path).getProperties({ abortSignal }))
-        if (p.etag === undefined || p.contentLength === undefined) {
+        const res = await http.send('HEAD', path, {})
+        res.body.resume()
+        if (res.status !== 200) throw failure(res, name(path))
+        const size = Number(res.headers['content-length'])
+        const etag = res.headers.etag
+        if (etag === undefined || !Number.isSafeInteger(size)) {
           throw new StorageError('failed', `storage gave no ETag or length for ${name(path)}`)
         }
+        const lastModified = res.headers['last-modified']
+        const contentType = res.headers['content-type']
         return {
-          size: p.contentLength,
-          etag: p.etag,
-          lastModified: p.lastModified ?? new Date(0),
-          ...(p.contentType !== undefined && { contentType: p.contentType })
+          size,
+          etag,
+          lastModified: lastModified !== undefined ? new Date(lastModified) : new Date(0),
+          ...(contentType !== undefined && { contentType })
         }
       } catch (err) {
         throw toStorageError(err, name(path))
@@ -97,17 +116,15 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
 
     async read (path, opts: ReadOptions): Promise<Readable> {
       const start = opts.start ?? 0
-      const count = opts.end === undefined ? undefined : opts.end - start + 1
+      const range = opts.end === undefined ? (start > 0 ? `bytes=${start}-` : undefined) : `bytes=${start}-${opts.end}`
       try {
-        // The timer covers the wait for the response; once the body flows it is cleared.
-        const res = await bounded(name(path), (abortSignal) => container.getBlobClient(path).download(start, count, {
-          conditions: { ifMatch: opts.etag },
-          maxRetryRequests,
-          abortSignal
-        }))
-        const body = res.readableStreamBody as Readable | undefined
-        if (body === undefined) throw new StorageError('failed', `storage sent no body for ${name(path)}`)
-        return watchIdle(body, idleTimeoutMs, name(path))
+        // Pinned: If-Match makes storage refuse (412) any other version of the blob.
+        const res = await http.send('GET', path, { 'if-match': opts.etag, ...(range !== undefined && { 'x-ms-range': range }) })
+        if (res.status !== 200 && res.status !== 206) {
+          res.body.resume()
+          throw failure(res, name(path))
+        }
+        return watchIdle(res.body, idleTimeoutMs, name(path))
       } catch (err) {
         throw toStorageError(err, name(path))
       }

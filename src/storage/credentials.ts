@@ -4,7 +4,6 @@
 // It must never log or return a secret: descriptions name the kind and the (public) client id only.
 
 import { readFile } from 'node:fs/promises'
-import { DefaultAzureCredential, ManagedIdentityCredential, WorkloadIdentityCredential } from '@azure/identity'
 import type { TokenCredential } from '@azure/identity'
 
 export class CredentialConfigError extends Error {
@@ -42,6 +41,9 @@ export async function readKubeletClientId (path: string): Promise<string | undef
 
 export async function chooseCredential (opts: CredentialOptions): Promise<CredentialChoice> {
   const { env } = opts
+  // Loaded only when a token credential is needed: @azure/identity (and MSAL) weigh ~20 MiB of
+  // memory that connection-string, SAS and local-directory runs never use.
+  const { DefaultAzureCredential, ManagedIdentityCredential, WorkloadIdentityCredential } = await import('@azure/identity')
   const nonEmpty = (v: string | undefined): string | undefined => v !== undefined && v.trim() !== '' ? v.trim() : undefined
 
   const tokenFile = nonEmpty(env.AZURE_FEDERATED_TOKEN_FILE)
