@@ -76,10 +76,10 @@ function freePort (): Promise<number> {
   })
 }
 
-/** curl to /dev/null: seconds and bytes. */
-function curl (url: string, extra: string[] = []): Promise<{ seconds: number, bytes: number, code: number }> {
+/** curl to /dev/null: seconds and bytes (errors on stderr unless `quiet`, e.g. an expected --max-time). */
+function curl (url: string, extra: string[] = [], quiet = false): Promise<{ seconds: number, bytes: number, code: number }> {
   return new Promise((resolve) => {
-    const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{time_total} %{size_download} %{http_code}', ...extra, url], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{time_total} %{size_download} %{http_code}', ...extra, url], { stdio: ['ignore', 'pipe', quiet ? 'ignore' : 'inherit'] })
     let out = ''
     c.stdout.on('data', (d: Buffer) => { out += d.toString() })
     c.on('exit', () => {
@@ -219,7 +219,7 @@ async function main (): Promise<void> {
   const memory: Record<string, number> = {}
   for (const s of servers) {
     const peak = rssPeak(s.pid)
-    const slow = curl(paths[s.name]?.('mem.bin', 'mem') ?? '', ['--limit-rate', '64K', '--max-time', '8'])
+    const slow = curl(paths[s.name]?.('mem.bin', 'mem') ?? '', ['--limit-rate', '64K', '--max-time', '8'], true)
     const fast = await Promise.all(Array.from({ length: 8 }, async () => await curl(paths[s.name]?.('mem.bin', 'mem') ?? '')))
     await slow
     memory[s.name] = peak()
