@@ -14,6 +14,9 @@ import storagePlugin from './plugins/storage.ts'
 import healthRoutes from './routes/health.ts'
 import metricsRoutes from './routes/metrics.ts'
 import packageRoutes from './routes/packages.ts'
+import { storageFailure } from './http/errors.ts'
+import { IntegrityError } from './http/sha256-verifier.ts'
+import { isStorageError } from './storage/types.ts'
 import type { BlobStore } from './storage/types.ts'
 
 export interface AppOptions {
@@ -51,6 +54,16 @@ const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {
   fastify.setErrorHandler(function errorHandler (error: FastifyError & { headers?: Record<string, string> }, request, reply) {
     let statusCode = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
     let message = error.message
+    // A download stream that failed before its first byte reaches here rather than breaking the
+    // connection: keep its true status.
+    if (isStorageError(error)) {
+      const failure = storageFailure(error, `${request.method} ${request.url}`)
+      statusCode = failure.statusCode
+      message = failure.message
+    } else if (error instanceof IntegrityError) {
+      statusCode = 502
+      message = `${error.message}: the blob in storage is not the package the manifest describes; publish it again or fix sha256`
+    }
     if (error.validation !== undefined) {
       statusCode = 400
       message = `invalid request ${error.validationContext ?? ''}: ${error.message}`
@@ -62,10 +75,11 @@ const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {
     }
     if (statusCode === 500) message = 'internal error: see the server log'
     if (error.headers !== undefined) reply.headers(error.headers)
-    // A body from an earlier attempt must not be described by its headers.
-    reply.removeHeader('content-length')
-    reply.removeHeader('content-disposition')
-    if (statusCode !== 416) reply.removeHeader('content-range')
+    // The error body must not be described by a download's headers, wherever they were set.
+    for (const name of ['content-length', 'content-disposition', 'x-content-type-options', ...(statusCode === 416 ? [] : ['content-range'])]) {
+      reply.removeHeader(name)
+      if (!reply.raw.headersSent) reply.raw.removeHeader(name)
+    }
     return reply.code(statusCode).type('application/json; charset=utf-8').send({
       statusCode,
       error: STATUS_CODES[statusCode] ?? 'Error',
@@ -86,11 +100,12 @@ const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {
   await fastify.register(packageRoutes, { prefix: '/pkg' })
 }
 
-export default fp(app, { name: 'pkg-serve', fastify: '5.x' })
+const appPlugin = fp(app, { name: 'pkg-serve', fastify: '5.x' })
+export default appPlugin
 
 /** Builds a ready-to-use app (no socket): for tests with inject, and for the servers that listen. */
 export async function buildApp (opts: AppOptions, fastifyOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
   const fastify = Fastify({ ...serverOptions, ...fastifyOptions })
-  await fastify.register(fp(app, { name: 'pkg-serve' }), opts)
+  await fastify.register(appPlugin, opts)
   return fastify
 }

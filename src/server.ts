@@ -6,15 +6,10 @@ import { buildApp } from './app.ts'
 import { listen } from './listen.ts'
 import type { Listener } from './listen.ts'
 import { openStore } from './storage/open.ts'
+import type { StorageConfig } from './storage/open.ts'
 import { withStatCache } from './storage/stat-cache.ts'
 
-export interface ServerConfig {
-  readonly storage?: string | undefined
-  readonly container: string
-  readonly endpointSuffix: string
-  readonly identityClientId?: string | undefined
-  readonly azureJson: string
-  readonly storageTimeout?: number
+export interface ServerConfig extends StorageConfig {
   readonly manifest: string
   readonly pollInterval: number
   readonly host: string
@@ -38,15 +33,7 @@ export interface ServerDeps {
 
 /** Opens the storage and builds a ready app (manifest loaded or retrying), not yet listening. */
 export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<FastifyInstance> {
-  const { store, description } = await openStore({
-    storage: config.storage,
-    container: config.container,
-    endpointSuffix: config.endpointSuffix,
-    identityClientId: config.identityClientId,
-    azureJsonPath: config.azureJson,
-    storageTimeout: config.storageTimeout,
-    env: deps.env
-  })
+  const { store, description } = await openStore(config, deps.env)
   deps.logger.info({ storage: description }, `storage: ${description}`)
   const app = await buildApp(
     // Properties are reused for up to 1 s (reads stay pinned to the ETag): see stat-cache.ts.

@@ -81,15 +81,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
   const checked = entrySchema.shape.path.safeParse(path)
   if (!checked.success) throw new ConfigError(`invalid --path "${path}": ${checked.error.issues[0]?.message ?? 'not a blob name'}`)
 
-  const { store, description } = await openStore({
-    storage: config.storage,
-    container: config.container,
-    endpointSuffix: config.endpointSuffix,
-    identityClientId: config.identityClientId,
-    azureJsonPath: config.azureJson,
-    storageTimeout: config.storageTimeout,
-    env
-  })
+  const { store, description } = await openStore(config, env)
   try {
     const hash = createHash('sha256')
     const hasher = new Transform({

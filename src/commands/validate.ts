@@ -29,15 +29,7 @@ export async function validate (config: ValidateConfig, env: Readonly<Record<str
     return 0
   }
 
-  const { store, description } = await openStore({
-    storage: config.remote,
-    container: config.container,
-    endpointSuffix: config.endpointSuffix,
-    identityClientId: config.identityClientId,
-    azureJsonPath: config.azureJson,
-    storageTimeout: config.storageTimeout,
-    env
-  })
+  const { store, description } = await openStore({ ...config, storage: config.remote }, env)
   let missing = 0
   try {
     const all = [...manifest.packages.values()].flatMap((tags) => [...tags.values()])

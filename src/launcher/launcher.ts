@@ -8,7 +8,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Listener } from '../listen.ts'
 import { listenApp, openApp, urlFor } from '../server.ts'
 import type { ServerConfig } from '../server.ts'
-import { installAction, readAction } from './actions.ts'
+import { installAction, listActions, readAction } from './actions.ts'
 import type { ActionScript } from './actions.ts'
 import { buildCommand } from './command.ts'
 import { runScript } from './process-tree.ts'
@@ -149,20 +149,26 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
         return 'skipped'
       }
     }
+    // Every action goes to the host (a script may source a helper from the same ConfigMap); the
+    // one to run is copied from the bytes already read, so it is exactly what the record names.
+    for (const other of await listActions(config.actionsDir)) {
+      if (other !== config.action) await installAction(config.hostDir, await readAction(config.actionsDir, other))
+    }
     await installAction(config.hostDir, script)
     app ??= await openApp(config, serverDeps)
     await closeListener()
     listener = await listenApp(app, config, serverDeps)
     const port = listener.port
     await waitForManifest(app)
-    if (stop.aborted) return { exitCode: null, signal: null, durationMs: 0, stopped: true }
+    // Stopped, or the action changed, while waiting: do not start what would be killed at once.
+    if (stop.aborted || changed.signal.aborted) return { exitCode: null, signal: null, durationMs: 0, stopped: true }
 
     const command = buildCommand({ ...config, args })
     const env = {
       PATH: NODE_PATH,
       HOME: '/root',
       PKG_SERVE_RUN_PORT: String(port),
-      PKG_SERVE_RUN_URL: urlFor('localhost', port),
+      PKG_SERVE_RUN_URL: urlFor(config.host, port),
       PKG_SERVE_STORAGE: (config.storage ?? '').replace(/\?.*$/, '')
     }
     const startedAt = new Date()
@@ -210,8 +216,8 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
           await app.close()
           app = undefined
         }
-        log.info(config.keepServing
-          ? `done: still serving on port ${listener?.port ?? ''} (--keep-serving) until SIGTERM`
+        log.info(listener !== undefined
+          ? `done: still serving on port ${listener.port} (--keep-serving) until SIGTERM`
           : `done: idle until SIGTERM${config.watch ? ' or a change of the action' : ''}`)
         if (await waitFor([stop, changed.signal]) === stop) {
           await update({ phase: 'stopped' })
@@ -227,15 +233,19 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
         await update({ phase: 'retrying', nextAttemptAt: new Date(Date.now() + delayS * 1000).toISOString(), message: `exit code ${code}` })
         log.warn({ delaySeconds: delayS }, `retrying action ${config.action} in ${delayS}s (--on-failure retry)`)
         if (await waitFor([stop, changed.signal], delayS * 1000) === stop) {
+          // Stopped before the script ever succeeded: not a clean exit.
           await update({ phase: 'stopped' })
-          return 0
+          return 128 + 15
         }
       }
 
       if (changed.signal.aborted) {
         // Run the new content from a clean slate.
+        // Read first, then swap script and signal together: a watcher check that finishes in
+        // between must compare against the new script, not abort the new run.
+        const next = await readAction(config.actionsDir, config.action)
+        script = next
         changed = new AbortController()
-        script = await readAction(config.actionsDir, config.action)
         await update({ scriptSha256: script.sha256, attempts: 0, phase: 'starting' })
       }
     }

@@ -15,6 +15,5 @@ export interface StoragePluginOptions {
 
 export default fp<StoragePluginOptions>(async function storage (fastify, opts) {
   fastify.decorate('store', opts.store)
-  fastify.log.info({ storage: opts.store.description }, `serving ${opts.store.description}`)
   fastify.addHook('onClose', async () => { await opts.store.close() })
 }, { name: 'storage', fastify: '5.x' })

@@ -106,6 +106,8 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
 
       // Looked up, then read pinned to that ETag; if the blob is replaced in between, look again once.
       for (let attempt = 0; ; attempt++) {
+        // A second look starts clean: nothing of the first attempt's answer may carry over.
+        reply.code(200).removeHeader('content-range')
         let blob: BlobProperties
         try {
           blob = await store.stat(entry.path)
@@ -152,7 +154,8 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
         if (entry.sha256 !== undefined && plan.status === 200) {
           body = pipeline(body, new Sha256Verifier(entry.sha256), () => {})
         }
-        // Headers are sent by now: a failure from here on breaks the connection (never a short 200).
+        // Once the first bytes are out, a failure breaks the connection (never a short 200); before
+        // that, the error handler answers with the failure's own status.
         body.once('error', (err: Error) => {
           const integrity = err.name === 'IntegrityError'
           metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })

@@ -68,6 +68,8 @@ function authorizerFor (container: ContainerClient): Authorizer {
 
 export interface BlobHttp {
   send (method: 'GET' | 'HEAD', path: string, headers: OutgoingHttpHeaders): Promise<BlobResponse>
+  /** Closes the idle keep-alive sockets. */
+  close (): void
 }
 
 export function createBlobHttp (container: ContainerClient, options: BlobHttpOptions): BlobHttp {
@@ -81,6 +83,7 @@ export function createBlobHttp (container: ContainerClient, options: BlobHttpOpt
   const send = isHttps ? httpsRequest : httpRequest
 
   return {
+    close () { agent.destroy() },
     async send (method, path, headers) {
       const auth = await authorize()
       const blobPath = `${containerPath}/${path.split('/').map(encodeURIComponent).join('/')}`

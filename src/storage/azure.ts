@@ -16,7 +16,7 @@ export interface AzureStoreOptions {
   readonly container: ContainerClient
   /** Where and as whom, for logs (never a secret). */
   readonly description: string
-  /** How often the SDK may resume a broken download (always pinned to the same ETag). */
+  /** How often the SDK may resume a broken manifest read (downloads are not resumed: they break). */
   readonly maxRetryRequests?: number
   /**
    * Client-side bound on each storage request until its response headers arrive (the SDK's own
@@ -47,6 +47,9 @@ export function toStorageError (err: unknown, what: string): StorageError {
   const code = e.details?.errorCode ?? (typeof e.code === 'string' ? e.code : undefined)
   const suffix = code !== undefined ? ` (${status ?? ''}${status !== undefined ? ' ' : ''}${code})` : status !== undefined ? ` (${status})` : ''
   const details = { status, code, cause: err }
+  if (['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError'].includes(e.name)) {
+    return new StorageError('denied', `no token for Azure Storage from this server's identity, for ${what}: ${e.message.split('\n')[0] ?? ''}`, details)
+  }
   if (status === 404) {
     const what404 = code === 'ContainerNotFound' ? `the container holding ${what} does not exist` : `${what} does not exist`
     return new StorageError('not-found', `${what404}${suffix}`, details)
@@ -185,6 +188,6 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
       return await this.stat(path)
     },
 
-    async close () {}
+    async close () { http.close() }
   }
 }

@@ -32,12 +32,17 @@ export function parseStorage (spec: string | undefined, opts: { endpointSuffix: 
   const s = spec?.trim()
   const hasConnectionString = opts.connectionString !== undefined && opts.connectionString.trim() !== ''
   if (s !== undefined && s !== '') {
+    // Never repeat a secret in an error message (they end up in container logs).
+    if (/AccountKey=|SharedAccessSignature=/i.test(s)) {
+      throw new StorageSpecError('STORAGE looks like a connection string: pass it in AZURE_STORAGE_CONNECTION_STRING (from a Secret), not as STORAGE')
+    }
+    const shown = s.replace(/[?#].*$/, '')
     if (s.startsWith('file:')) {
       let dir: string
       try {
         dir = fileURLToPath(s)
       } catch {
-        throw new StorageSpecError(`STORAGE "${s}" is not a valid file: URL (use file:///absolute/path)`)
+        throw new StorageSpecError(`STORAGE "${shown}" is not a valid file: URL (use file:///absolute/path)`)
       }
       return { kind: 'local', directory: dir }
     }
@@ -47,26 +52,27 @@ export function parseStorage (spec: string | undefined, opts: { endpointSuffix: 
       try {
         url = new URL(s)
       } catch {
-        throw new StorageSpecError(`STORAGE "${s}" is not a valid URL`)
+        throw new StorageSpecError(`STORAGE "${shown}" is not a valid URL`)
       }
       return { kind: 'azure', url: url.href.replace(/\/$/, '') }
     }
     if (looksLikePath(s)) return { kind: 'local', directory: resolve(s) }
     if (hasConnectionString) return { kind: 'connection-string' }
     if (ACCOUNT_NAME.test(s)) return { kind: 'azure', url: `https://${s}.blob.${opts.endpointSuffix}` }
-    throw new StorageSpecError(`STORAGE "${s}" is not a storage account name (3-24 lowercase letters and digits), a blob endpoint URL or a local directory (write ./${s} for a directory)`)
+    throw new StorageSpecError(`STORAGE "${shown}" is not a storage account name (3-24 lowercase letters and digits), a blob endpoint URL or a local directory (write ./${shown} for a directory)`)
   }
   if (hasConnectionString) return { kind: 'connection-string' }
   throw new StorageSpecError('no STORAGE given: name a storage account, a blob endpoint URL or a local directory (or set AZURE_STORAGE_CONNECTION_STRING)')
 }
 
-export interface OpenStoreOptions {
+/** The storage part of every command's config (the flags storageOptions() in main.ts declares). */
+export interface StorageConfig {
   readonly storage?: string | undefined
   readonly container: string
   readonly endpointSuffix: string
   readonly identityClientId?: string | undefined
-  readonly azureJsonPath: string
-  readonly env: Readonly<Record<string, string | undefined>>
+  /** The node's azure.json, read for the kubelet identity. */
+  readonly azureJson: string
   /** Seconds: the bound on each storage request and on a silent download (default 30). */
   readonly storageTimeout?: number | undefined
 }
@@ -90,11 +96,11 @@ function accountOf (connectionString: string): string {
   return endpoint !== undefined ? `endpoint ${endpoint.replace(/\?.*$/, '')}` : 'its account'
 }
 
-export async function openStore (opts: OpenStoreOptions): Promise<OpenedStore> {
+export async function openStore (opts: StorageConfig, env: Readonly<Record<string, string | undefined>>): Promise<OpenedStore> {
   const timeoutMs = (opts.storageTimeout ?? 30) * 1000
   const azure = (container: ContainerClient, description: string): BlobStore =>
     createAzureStore({ container, description, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs })
-  const connectionString = opts.env.AZURE_STORAGE_CONNECTION_STRING
+  const connectionString = env.AZURE_STORAGE_CONNECTION_STRING
   const target = parseStorage(opts.storage, { endpointSuffix: opts.endpointSuffix, connectionString })
 
   if (target.kind === 'local') {
@@ -124,7 +130,7 @@ export async function openStore (opts: OpenStoreOptions): Promise<OpenedStore> {
     const description = `container "${opts.container}" at ${url.origin}${url.pathname} with a SAS token`
     return { store: azure(service.getContainerClient(opts.container), description), description }
   }
-  const { credential, description: how } = await chooseCredential(opts)
+  const { credential, description: how } = await chooseCredential({ env, identityClientId: opts.identityClientId, azureJsonPath: opts.azureJson })
   const service = new BlobServiceClient(target.url, credential, pipelineOptions)
   const description = `container "${opts.container}" at ${target.url} with ${how}`
   return { store: azure(service.getContainerClient(opts.container), description), description }

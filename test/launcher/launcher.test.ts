@@ -82,7 +82,11 @@ sha256sum tool.sh
 sh tool.sh
 echo "to stderr" >&2
 echo "secret=\${AZURE_STORAGE_CONNECTION_STRING:-none}"
-`
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib.sh"
+greet
+`,
+      'lib.sh': 'greet() { echo "hello from a helper in the same ConfigMap"; }\n'
     })
     const cli = f.launch(['install', 'mystorageaccountname', 'one', 'two words', '--force'])
     const done = await cli.waitForLog(msgIs('done:'))
@@ -91,6 +95,7 @@ echo "secret=\${AZURE_STORAGE_CONNECTION_STRING:-none}"
     assert.ok(lines.includes('host=fake-node args=3 [one] [two words] [--force]'), lines.join('\n'))
     assert.ok(lines.includes(`${sha256(PACKAGE)}  tool.sh`), lines.join('\n'))
     assert.ok(lines.includes('tool 1.0 installed'))
+    assert.ok(lines.includes('hello from a helper in the same ConfigMap'), 'the other actions were not copied to the host')
     assert.ok(lines.includes('secret=none'), 'the container environment leaked into the script')
     const stderrLine = cli.logs.find((l) => l.msg === 'to stderr')
     assert.equal(stderrLine?.stream, 'stderr')

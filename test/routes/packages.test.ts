@@ -216,3 +216,49 @@ test('no request reaches a blob the manifest does not name, whatever the encodin
     if (res.statusCode === 200) assert.deepEqual(res.rawPayload, DEB, url)
   }
 })
+
+test('a sha256 mismatch found before the first byte is a 502 that says so, with no download headers', async (t) => {
+  const { app } = await localApp(t, {
+    'packages.toml': `[tiny.latest]\npath = 'tiny.bin'\nsha256 = '${'0'.repeat(64)}'\n`,
+    'tiny.bin': 'one chunk only'
+  })
+  const res = await app.inject('/pkg/tiny/latest')
+  assert.equal(res.statusCode, 502)
+  assert.match(res.json().message, /^sha256 mismatch: the manifest says 0{64}, storage sent [0-9a-f]{64}: the blob in storage is not the package/)
+  assert.equal(res.headers['content-disposition'], undefined)
+  assert.match(String(res.headers['content-type']), /^application\/json/)
+  assert.ok(!res.body.includes('one chunk only'))
+})
+
+test('a blob replaced between lookup and read is looked up again, and nothing of the first answer stays', async (t) => {
+  const { mkdir, writeFile: write, rename } = await import('node:fs/promises')
+  const { buildApp } = await import('../../src/app.ts')
+  const { createLocalStore } = await import('../../src/storage/local.ts')
+  const { tempDir } = await import('../helpers/tmp.ts')
+  const dir = await tempDir(t)
+  await mkdir(dir, { recursive: true })
+  await write(join(dir, 'packages.toml'), "[p.latest]\npath = 'p.bin'\n")
+  await write(join(dir, 'p.bin'), 'old version, long enough')
+  const local = createLocalStore(dir)
+  const oldEtag = (await local.stat('p.bin')).etag
+  let reads = 0
+  const store = {
+    ...local,
+    async read (path: string, options: { etag: string, start?: number, end?: number }) {
+      if (reads++ === 0) {
+        // Replaced between the lookup and the read.
+        await write(join(dir, 'p.tmp'), 'new')
+        await rename(join(dir, 'p.tmp'), join(dir, 'p.bin'))
+      }
+      return await local.read(path, options)
+    }
+  }
+  const app = await buildApp({ store, manifestPath: 'packages.toml', pollIntervalSeconds: 0 })
+  t.after(() => app.close())
+  // A resume of the old version: the new one must come whole, as a 200, without a Content-Range.
+  const res = await app.inject({ url: '/pkg/p/latest', headers: { range: 'bytes=4-', 'if-range': oldEtag } })
+  assert.equal(reads, 2)
+  assert.equal(res.statusCode, 200)
+  assert.equal(res.headers['content-range'], undefined)
+  assert.equal(res.body, 'new')
+})

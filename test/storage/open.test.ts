@@ -28,3 +28,15 @@ test('STORAGE: bad values are errors that say what is expected', () => {
   assert.throws(() => parseStorage('My_Account', opts), /not a storage account name \(3-24 lowercase letters and digits\)/)
   assert.throws(() => parseStorage('ab', opts), /write \.\/ab for a directory/)
 })
+
+test('STORAGE: a connection string or key given as STORAGE is refused without repeating it', () => {
+  const secret = 'DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0/a2V5+K2V5==;EndpointSuffix=core.windows.net'
+  for (const spec of [secret, `/${secret}`, 'SharedAccessSignature=sv=2020&sig=SECRETSIG']) {
+    assert.throws(() => parseStorage(spec, opts), (err: Error) => {
+      assert.match(err.message, /looks like a connection string: pass it in AZURE_STORAGE_CONNECTION_STRING/)
+      assert.ok(!err.message.includes('c2VjcmV0') && !err.message.includes('SECRETSIG'))
+      return true
+    })
+  }
+  assert.throws(() => parseStorage('Bad_Name?sig=SECRETSIG', opts), (err: Error) => !err.message.includes('SECRETSIG'))
+})
