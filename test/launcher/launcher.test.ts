@@ -197,6 +197,19 @@ echo "attempt $n"
     await cli.stop()
   })
 
+  await t.test('--keep-serving keeps the port open after success, and /metrics counts the run', async (t) => {
+    const f = await fixture(t, azurite, { install: '#!/bin/sh\nwget -q -O /dev/null "$PKG_SERVE_RUN_URL/pkg/tool/1.0"\n' })
+    const cli = f.launch(['--keep-serving', '--on-failure', 'retry', 'install', 'acct'])
+    await cli.waitForLog(msgIs('done: still serving on port'))
+    const port = Number((await status(f)).port)
+    assert.ok(portAnswers(port))
+    const metrics = spawnSync('curl', ['-fsS', `http://127.0.0.1:${port}/metrics`], { encoding: 'utf8' }).stdout
+    assert.match(metrics, /pkg_serve_script_runs_total\{result="succeeded"\} 1/)
+    assert.match(metrics, /pkg_serve_downloads_total\{result="complete"\} 1/)
+    assert.equal((await cli.stop()).code, 0)
+    assert.equal(portAnswers(port), false)
+  })
+
   await t.test('SIGTERM during a script ends its whole process tree and closes the server', async (t) => {
     const f = await fixture(t, azurite, {
       install: `#!/bin/bash
