@@ -60,6 +60,7 @@ const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {
       const failure = storageFailure(error, `${request.method} ${request.url}`)
       statusCode = failure.statusCode
       message = failure.message
+      if (failure.retryAfterSeconds !== undefined) reply.header('retry-after', String(failure.retryAfterSeconds))
     } else if (error instanceof IntegrityError) {
       statusCode = 502
       message = `${error.message}: the blob in storage is not the package the manifest describes; publish it again or fix sha256`

@@ -18,7 +18,6 @@ export interface ScriptResult {
 }
 
 export interface RunningScript {
-  readonly pid: number
   readonly done: Promise<ScriptResult>
   /** Ends the whole tree (SIGTERM, then SIGKILL after graceMs) and waits for the script. */
   stop (graceMs: number): Promise<ScriptResult>
@@ -113,7 +112,6 @@ export function runScript (file: string, args: readonly string[], env: NodeJS.Pr
   })
 
   return {
-    pid: child.pid ?? -1,
     done,
     async stop (graceMs) {
       stopped = true

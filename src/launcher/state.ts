@@ -42,9 +42,6 @@ export function createStateDir (dir: string) {
   const readyFile = join(dir, 'ready')
   const heartbeatFile = join(dir, 'heartbeat')
   return {
-    statusFile,
-    readyFile,
-    heartbeatFile,
     /** Touched while the launcher's event loop runs: the liveness probe checks its age. */
     async heartbeat (): Promise<void> {
       const now = new Date()

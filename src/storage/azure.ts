@@ -29,39 +29,47 @@ export interface AzureStoreOptions {
 
 const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', 'REQUEST_SEND_ERROR'])
 
-/** The StorageError for an HTTP answer from storage that is not the one asked for. */
-function failure (res: BlobResponse, what: string): StorageError {
-  const code = res.headers['x-ms-error-code']
-  return toStorageError(Object.assign(new Error(`HTTP ${res.status}`), {
-    statusCode: res.status,
-    details: { errorCode: typeof code === 'string' ? code : undefined },
-    fromStorage: true
-  }), what)
+function suffixOf (status: number | undefined, code: string | undefined): string {
+  if (code !== undefined) return ` (${status !== undefined ? `${status} ` : ''}${code})`
+  return status !== undefined ? ` (${status})` : ''
 }
 
-/** Turns whatever the SDK threw into a StorageError that says what happened to which blob. */
+/** Classifies an answer storage gave (an HTTP status), whichever client received it. */
+function answerError (status: number, code: string | undefined, message: string, what: string, cause: unknown): StorageError {
+  const suffix = suffixOf(status, code)
+  const details = { status, code, cause }
+  if (status === 404) {
+    const what404 = code === 'ContainerNotFound' ? `the container holding ${what} does not exist` : `${what} does not exist`
+    return new StorageError('not-found', `${what404}${suffix}`, details)
+  }
+  if (status === 401 || status === 403) return new StorageError('denied', `storage refused access to ${what}${suffix}`, details)
+  if (status === 412) return new StorageError('changed', `${what} changed while it was being read${suffix}`, details)
+  if (/timed? ?out/i.test(message)) return new StorageError('timeout', `storage did not answer in time for ${what}${suffix}`, details)
+  return new StorageError('failed', `storage failed on ${what}: ${message.split('\n')[0] ?? ''}${suffix}`, details)
+}
+
+/** The StorageError for a raw response that is not the one asked for. */
+function failure (res: BlobResponse, what: string): StorageError {
+  const code = res.headers['x-ms-error-code']
+  return answerError(res.status, typeof code === 'string' ? code : undefined, `HTTP ${res.status}`, what, undefined)
+}
+
+/** Turns whatever the SDK or the network threw into a StorageError that says what happened to which blob. */
 export function toStorageError (err: unknown, what: string): StorageError {
   if (err instanceof StorageError) return err
   const e = err as Partial<RestError> & Error & { details?: { errorCode?: string } }
   const status = typeof e.statusCode === 'number' ? e.statusCode : undefined
   const code = e.details?.errorCode ?? (typeof e.code === 'string' ? e.code : undefined)
-  const suffix = code !== undefined ? ` (${status ?? ''}${status !== undefined ? ' ' : ''}${code})` : status !== undefined ? ` (${status})` : ''
-  const details = { status, code, cause: err }
   if (['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError'].includes(e.name)) {
-    return new StorageError('denied', `no token for Azure Storage from this server's identity, for ${what}: ${e.message.split('\n')[0] ?? ''}`, details)
+    return new StorageError('denied', `no token for Azure Storage from this server's identity, for ${what}: ${e.message.split('\n')[0] ?? ''}`, { status, code, cause: err })
   }
-  if (status === 404) {
-    const what404 = code === 'ContainerNotFound' ? `the container holding ${what} does not exist` : `${what} does not exist`
-    return new StorageError('not-found', `${what404}${suffix}`, details)
-  }
-  if (status === 401 || status === 403) {
-    return new StorageError('denied', `storage refused access to ${what}${suffix}`, details)
-  }
-  if (status === 412) return new StorageError('changed', `${what} changed while it was being read${suffix}`, details)
+  if (status !== undefined) return answerError(status, code, e.message ?? '', what, err)
+  const suffix = suffixOf(undefined, code)
+  const details = { code, cause: err }
   if (e.name === 'AbortError' || code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' || /timed? ?out/i.test(e.message ?? '')) {
     return new StorageError('timeout', `storage did not answer in time for ${what}${suffix}`, details)
   }
-  if (status === undefined && (code === undefined || unreachableCodes.has(code) || !(err instanceof RestError))) {
+  if (code === undefined || unreachableCodes.has(code) || !(err instanceof RestError)) {
     return new StorageError('unreachable', `storage is unreachable for ${what}: ${e.message}${suffix}`, details)
   }
   return new StorageError('failed', `storage failed on ${what}: ${e.message.split('\n')[0] ?? ''}${suffix}`, details)
