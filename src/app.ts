@@ -15,7 +15,7 @@ import healthRoutes from './routes/health.ts'
 import metricsRoutes from './routes/metrics.ts'
 import packageRoutes from './routes/packages.ts'
 import { storageFailure } from './http/errors.ts'
-import { IntegrityError } from './http/sha256-verifier.ts'
+import { IntegrityError } from './storage/sha256.ts'
 import { isStorageError } from './storage/types.ts'
 import type { BlobStore } from './storage/types.ts'
 

@@ -3,7 +3,6 @@
 // Maps, never joined into paths). The body is the storage stream itself, never buffered.
 
 import { basename } from 'node:path'
-import { pipeline } from 'node:stream'
 import type { Readable } from 'node:stream'
 import contentDisposition from 'content-disposition'
 import type { FastifyReply } from 'fastify'
@@ -12,7 +11,6 @@ import mime from 'mime-types'
 import { z } from 'zod'
 import { storageFailure } from '../http/errors.ts'
 import { planResponse } from '../http/conditional.ts'
-import { Sha256Verifier } from '../http/sha256-verifier.ts'
 import type { Manifest, PackageEntry } from '../manifest.ts'
 import { isStorageError } from '../storage/types.ts'
 import type { BlobProperties } from '../storage/types.ts'
@@ -145,14 +143,13 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
         try {
           body = await store.read(entry.path, {
             etag: blob.etag,
-            ...(plan.status === 206 && { start: plan.start, end: plan.end })
+            ...(plan.status === 206 && { start: plan.start, end: plan.end }),
+            // Only a whole blob can be checked against the manifest's digest.
+            ...(plan.status === 200 && entry.sha256 !== undefined && { sha256: entry.sha256 })
           })
         } catch (err) {
           if (attempt === 0 && isStorageError(err) && err.kind === 'changed') continue
           throw toHttpError(err, context)
-        }
-        if (entry.sha256 !== undefined && plan.status === 200) {
-          body = pipeline(body, new Sha256Verifier(entry.sha256), () => {})
         }
         // Once the first bytes are out, a failure breaks the connection (never a short 200); before
         // that, the error handler answers with the failure's own status.

@@ -1,17 +1,15 @@
-// The hot path to Azure Blob Storage: HEAD and GET of one blob over a keep-alive agent, with the
-// SDK's credential but without the SDK's per-request pipeline and stream layers (which cost more
-// CPU per GiB than the copy itself). The response body is handed over as the socket's own
-// stream: no intermediate stream, no per-chunk work here. Authorization: a container SAS signed
-// with the account key (re-signed hourly), a bearer token from the token credential (renewed
-// before it expires), or the SAS already in the URL. Nothing here logs a URL or a header.
+// The hot path to Azure Blob Storage: HEAD and GET of one blob over the small client in wire.ts,
+// with the SDK's credential but without the SDK's per-request pipeline and stream layers (which
+// cost more CPU per GiB than moving the bytes). Authorization: a container SAS signed with the
+// account key (re-signed hourly), a bearer token from the token credential (renewed before it
+// expires), or the SAS already in the URL. Nothing here logs a URL or a header.
 
-import { Agent as HttpAgent, request as httpRequest } from 'node:http'
-import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { AnonymousCredential, ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { TokenCredential } from '@azure/core-auth'
 import { StorageError } from './types.ts'
+import { createWire } from './wire.ts'
+import type { BodyCheck, WireResponse } from './wire.ts'
 
 const API_VERSION = '2025-01-05'
 const STORAGE_SCOPE = 'https://storage.azure.com/.default'
@@ -19,15 +17,11 @@ const STORAGE_SCOPE = 'https://storage.azure.com/.default'
 export interface BlobHttpOptions {
   /** Bound on the wait for response headers. */
   readonly requestTimeoutMs: number
+  /** A body that receives nothing for this long while its reader wants data is broken. */
+  readonly idleTimeoutMs: number
 }
 
-export interface BlobResponse {
-  readonly status: number
-  readonly headers: IncomingMessage['headers']
-  readonly body: IncomingMessage
-}
-
-type Authorizer = () => Promise<{ query: string, headers: OutgoingHttpHeaders }>
+type Authorizer = () => Promise<{ query: string, headers: Record<string, string> }>
 
 function authorizerFor (container: ContainerClient): Authorizer {
   const credential = container.credential
@@ -67,44 +61,33 @@ function authorizerFor (container: ContainerClient): Authorizer {
 }
 
 export interface BlobHttp {
-  send (method: 'GET' | 'HEAD', path: string, headers: OutgoingHttpHeaders): Promise<BlobResponse>
-  /** Closes the idle keep-alive sockets. */
+  /** `what` names the blob in messages; `check` sees a GET's whole body (see BodyCheck). */
+  send (method: 'GET' | 'HEAD', path: string, headers: Record<string, string>, what: string, check?: BodyCheck): Promise<WireResponse>
+  /** Closes the idle connections. */
   close (): void
 }
 
 export function createBlobHttp (container: ContainerClient, options: BlobHttpOptions): BlobHttp {
   const base = new URL(container.url)
-  const isHttps = base.protocol === 'https:'
+  const protocol = base.protocol === 'https:' ? 'https:' : 'http:'
+  const port = base.port !== '' ? Number(base.port) : protocol === 'https:' ? 443 : 80
+  // URL keeps an IPv6 literal's brackets; a socket wants the bare address.
+  const hostname = base.hostname.replace(/^\[(.*)\]$/, '$1')
+  const wire = createWire({ protocol, hostname, port }, options)
   const containerPath = base.pathname.replace(/\/$/, '')
-  // Few sockets, reused: a handful of downloads at a time per node.
-  const agentOptions = { keepAlive: true, keepAliveMsecs: 10_000, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' as const }
-  const agent = isHttps ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions)
   const authorize = authorizerFor(container)
-  const send = isHttps ? httpsRequest : httpRequest
 
   return {
-    close () { agent.destroy() },
-    async send (method, path, headers) {
+    close () { wire.close() },
+    async send (method, path, headers, what, check) {
       const auth = await authorize()
       const blobPath = `${containerPath}/${path.split('/').map(encodeURIComponent).join('/')}`
-      return await new Promise<BlobResponse>((resolve, reject) => {
-        const req = send({
-          protocol: base.protocol,
-          hostname: base.hostname,
-          port: base.port,
-          path: auth.query === '' ? blobPath : `${blobPath}?${auth.query}`,
-          method,
-          agent,
-          headers: { 'x-ms-version': API_VERSION, ...auth.headers, ...headers }
-        }, (res) => {
-          req.setTimeout(0)
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res })
-        })
-        req.setTimeout(options.requestTimeoutMs, () => {
-          req.destroy(new StorageError('timeout', `storage did not answer within ${options.requestTimeoutMs} ms for blob "${path}" in container "${container.containerName}"`))
-        })
-        req.once('error', reject)
-        req.end()
+      return await wire.send({
+        method,
+        path: auth.query === '' ? blobPath : `${blobPath}?${auth.query}`,
+        headers: { 'x-ms-version': API_VERSION, ...auth.headers, ...headers },
+        what,
+        ...(check !== undefined && { check })
       })
     }
   }

@@ -7,10 +7,10 @@ import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { Readable } from 'node:stream'
 import { createBlobHttp } from './azure-http.ts'
-import type { BlobResponse } from './azure-http.ts'
-import { watchIdle } from './idle.ts'
+import { Sha256Check } from './sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobStore, ReadOptions, TextRead } from './types.ts'
+import type { WireResponse } from './wire.ts'
 
 export interface AzureStoreOptions {
   readonly container: ContainerClient
@@ -49,7 +49,7 @@ function answerError (status: number, code: string | undefined, message: string,
 }
 
 /** The StorageError for a raw response that is not the one asked for. */
-function failure (res: BlobResponse, what: string): StorageError {
+function failure (res: WireResponse, what: string): StorageError {
   const code = res.headers['x-ms-error-code']
   return answerError(res.status, typeof code === 'string' ? code : undefined, `HTTP ${res.status}`, what, undefined)
 }
@@ -97,15 +97,14 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
     }
   }
   const name = (path: string): string => `blob "${path}" in container "${container.containerName}"`
-  const http = createBlobHttp(container, { requestTimeoutMs })
+  const http = createBlobHttp(container, { requestTimeoutMs, idleTimeoutMs })
 
   return {
     description: options.description,
 
     async stat (path) {
       try {
-        const res = await http.send('HEAD', path, {})
-        res.body.resume()
+        const res = await http.send('HEAD', path, {}, name(path))
         if (res.status !== 200) throw failure(res, name(path))
         const size = Number(res.headers['content-length'])
         const etag = res.headers.etag
@@ -130,12 +129,14 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
       const range = opts.end === undefined ? (start > 0 ? `bytes=${start}-` : undefined) : `bytes=${start}-${opts.end}`
       try {
         // Pinned: If-Match makes storage refuse (412) any other version of the blob.
-        const res = await http.send('GET', path, { 'if-match': opts.etag, ...(range !== undefined && { 'x-ms-range': range }) })
+        const res = await http.send('GET', path, { 'if-match': opts.etag, ...(range !== undefined && { 'x-ms-range': range }) },
+          name(path), opts.sha256 !== undefined ? new Sha256Check(opts.sha256) : undefined)
         if (res.status !== 200 && res.status !== 206) {
-          res.body.resume()
+          res.body?.destroy()
           throw failure(res, name(path))
         }
-        return watchIdle(res.body, idleTimeoutMs, name(path))
+        if (res.body === undefined) throw new StorageError('failed', `storage sent ${name(path)} without a Content-Length`)
+        return res.body
       } catch (err) {
         throw toStorageError(err, name(path))
       }

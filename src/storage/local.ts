@@ -9,9 +9,10 @@ import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
-import { Transform } from 'node:stream'
+import { pipeline as pipe, Transform } from 'node:stream'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { Sha256Verifier } from './sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobProperties, BlobStore, ReadOptions, TextRead } from './types.ts'
 
@@ -79,11 +80,12 @@ export function createLocalStore (directory: string): BlobStore {
         await handle.close()
         throw new StorageError('changed', `blob "${path}" changed since it was looked up`, { status: 412 })
       }
-      return handle.createReadStream({
+      const body = handle.createReadStream({
         start: options.start ?? 0,
         ...(options.end !== undefined && { end: options.end }),
         highWaterMark: 256 * 1024
       })
+      return options.sha256 === undefined ? body : pipe(body, new Sha256Verifier(options.sha256), () => {})
     },
 
     async readText (path, ifNoneMatch): Promise<TextRead> {

@@ -20,6 +20,11 @@ export interface ReadOptions {
   readonly start?: number
   /** Last byte, inclusive (default: the end of the blob). */
   readonly end?: number
+  /**
+   * The whole blob's expected sha256 (hex), for a read of all of it: the stream fails with an
+   * IntegrityError instead of delivering its last bytes if they hash to anything else.
+   */
+  readonly sha256?: string
 }
 
 export type TextRead =
