@@ -117,13 +117,13 @@ async function startRclone (blobEndpoint: string): Promise<Server | undefined> {
   return { name: 'rclone', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc) }
 }
 
-/** N keep-alive connections hammering one URL for `seconds`: requests/s, p99 latency, errors. */
-async function load (url: string, connections: number, seconds: number): Promise<{ rps: number, p99ms: number, errors: number }> {
+/** N keep-alive connections hammering a URL (connection i asks for urlOf(i)) for `seconds`: requests/s, p99 latency, errors. */
+async function load (urlOf: (connection: number) => string, connections: number, seconds: number): Promise<{ rps: number, p99ms: number, errors: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: connections })
   const latencies: number[] = []
   let errors = 0
   const until = Date.now() + seconds * 1000
-  const one = (): Promise<void> => new Promise((resolve) => {
+  const one = (url: string): Promise<void> => new Promise((resolve) => {
     const t0 = performance.now()
     const req = request(url, { agent }, (res) => {
       res.on('data', () => {})
@@ -137,7 +137,10 @@ async function load (url: string, connections: number, seconds: number): Promise
     req.end()
   })
   const started = Date.now()
-  await Promise.all(Array.from({ length: connections }, async () => { while (Date.now() < until) await one() }))
+  await Promise.all(Array.from({ length: connections }, async (_, i) => {
+    const url = urlOf(i)
+    while (Date.now() < until) await one(url)
+  }))
   const elapsed = (Date.now() - started) / 1000
   agent.destroy()
   latencies.sort((a, b) => a - b)
@@ -184,7 +187,12 @@ async function main (): Promise<void> {
   await block.commitBlockList(ids)
   await container.getBlockBlobClient('mem.bin').uploadData(randomBytes(cfg.memEach))
   await container.getBlockBlobClient('small.bin').uploadData(randomBytes(1024))
-  const manifest = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.bin'\n[small.latest]\npath = 'small.bin'\n"
+  // One small package per connection too: requests that cannot share a storage read.
+  const DISTINCT = 32
+  const distinctName = (i: number): string => `small${String(i).padStart(2, '0')}`
+  for (let i = 0; i < DISTINCT; i++) await container.getBlockBlobClient(`${distinctName(i)}.bin`).uploadData(randomBytes(1024))
+  const manifest = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.bin'\n[small.latest]\npath = 'small.bin'\n" +
+    Array.from({ length: DISTINCT }, (_, i) => `[${distinctName(i)}.latest]\npath = '${distinctName(i)}.bin'\n`).join('')
   await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(manifest))
   const sas = service.generateAccountSasUrl(new Date(Date.now() + 6 * 3600_000), AccountSASPermissions.parse('r'), 'sco')
   const direct = (blob: string): string => `${azurite.blobEndpoint}/pkg/${blob}?${new URL(sas).search.slice(1)}`
@@ -227,19 +235,33 @@ async function main (): Promise<void> {
   }
   log('memory case done')
 
-  // Small packages: 1 KiB at 32 connections.
-  const small: Record<string, { rps: number[], p99ms: number[], errors: number }> = {}
-  for (const s of servers) small[s.name] = { rps: [], p99ms: [], errors: 0 }
-  for (let rep = 0; rep < Math.max(2, Math.ceil(cfg.reps / 2)); rep++) {
-    for (const s of rep % 2 === 0 ? servers : [...servers].reverse()) {
-      const r = await load(paths[s.name]?.('small.bin', 'small') ?? '', 32, cfg.smallSeconds)
-      const entry = small[s.name]
-      if (entry === undefined) continue
-      entry.rps.push(r.rps)
-      entry.p99ms.push(r.p99ms)
-      entry.errors += r.errors
+  // Small packages: 1 KiB at 32 connections, all asking for one package (the target), then each
+  // connection for its own (no two requests can share a storage read: the storage-bound figure).
+  // CPU per request of the server, of storage (Azurite) and of the client: who the limit is.
+  type SmallFigures = Record<string, { rps: number[], p99ms: number[], errors: number, cpuMsPerReq: { server: number[], storage: number[], client: number[] } }>
+  const smallCase = async (urlFor: (server: string, connection: number) => string): Promise<SmallFigures> => {
+    const figures: SmallFigures = {}
+    for (const s of servers) figures[s.name] = { rps: [], p99ms: [], errors: 0, cpuMsPerReq: { server: [], storage: [], client: [] } }
+    for (let rep = 0; rep < Math.max(2, Math.ceil(cfg.reps / 2)); rep++) {
+      for (const s of rep % 2 === 0 ? servers : [...servers].reverse()) {
+        const cpu0 = { server: cpuSeconds(s.pid), storage: cpuSeconds(azurite.pid), client: process.cpuUsage() }
+        const r = await load((i) => urlFor(s.name, i), 32, cfg.smallSeconds)
+        const entry = figures[s.name]
+        if (entry === undefined) continue
+        const requests = r.rps * cfg.smallSeconds
+        const client = process.cpuUsage(cpu0.client)
+        entry.cpuMsPerReq.server.push((cpuSeconds(s.pid) - cpu0.server) * 1000 / requests)
+        entry.cpuMsPerReq.storage.push((cpuSeconds(azurite.pid) - cpu0.storage) * 1000 / requests)
+        entry.cpuMsPerReq.client.push((client.user + client.system) / 1000 / requests)
+        entry.rps.push(r.rps)
+        entry.p99ms.push(r.p99ms)
+        entry.errors += r.errors
+      }
     }
+    return figures
   }
+  const small = await smallCase((server) => paths[server]?.('small.bin', 'small') ?? '')
+  const smallDistinct = await smallCase((server, i) => paths[server]?.(`${distinctName(i % DISTINCT)}.bin`, distinctName(i % DISTINCT)) ?? '')
   log('small case done')
 
   // Start to ready, and manifest reload latency (poll interval 1 s).
@@ -278,6 +300,13 @@ async function main (): Promise<void> {
   await azurite.stop()
 
   const m = (xs: number[] | undefined): number => median(xs ?? [])
+  const summarize = (figures: SmallFigures): Record<string, { rps: number, p99ms: number, errors: number, cpuMsPerRequest: { server: number, storage: number, client: number } }> =>
+    Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, {
+      rps: m(v.rps),
+      p99ms: m(v.p99ms),
+      errors: v.errors,
+      cpuMsPerRequest: { server: m(v.cpuMsPerReq.server), storage: m(v.cpuMsPerReq.storage), client: m(v.cpuMsPerReq.client) }
+    }]))
   const results = {
     quick: QUICK,
     machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), node: process.version },
@@ -288,14 +317,16 @@ async function main (): Promise<void> {
       serverCpuSecondsPerGiB: Object.fromEntries(Object.entries(large).filter(([k]) => k !== 'azurite').map(([k, v]) => [k, m(v.cpuPerGiB)]))
     },
     memoryPeakRssMiB: memory,
-    small: Object.fromEntries(Object.entries(small).map(([k, v]) => [k, { rps: m(v.rps), p99ms: m(v.p99ms), errors: v.errors }])),
+    small: summarize(small),
+    smallDistinct: summarize(smallDistinct),
     startToReadyMs: m(startMs),
     manifestReloadMs: { median: m(reloadMs), pollIntervalSeconds: 1, samples: reloadMs },
     idlePoll,
     ratios: {
       throughputVsAzurite: m(large['pkg-serve']?.mbps) / m(large.azurite?.mbps),
       cpuVsRclone: rclone !== undefined ? m(large['pkg-serve']?.cpuPerGiB) / m(large.rclone?.cpuPerGiB) : null,
-      smallRpsVsRclone: rclone !== undefined ? m(small['pkg-serve']?.rps) / m(small.rclone?.rps) : null
+      smallRpsVsRclone: rclone !== undefined ? m(small['pkg-serve']?.rps) / m(small.rclone?.rps) : null,
+      smallDistinctRpsVsRclone: rclone !== undefined ? m(smallDistinct['pkg-serve']?.rps) / m(smallDistinct.rclone?.rps) : null
     }
   }
   await mkdir(join(REPO, 'bench/results'), { recursive: true })
@@ -316,6 +347,11 @@ async function main (): Promise<void> {
     `target: CPU/GiB ≤ 0.6× rclone                 measured ${f(results.ratios.cpuVsRclone)}×`,
     `target: peak RSS ≤ 100 MiB                     measured ${f(memory['pkg-serve'], 0)} MiB`,
     `target: small req/s ≥ 1.5× rclone, no errors   measured ${f(results.ratios.smallRpsVsRclone)}×, ${results.small['pkg-serve']?.errors ?? 0} errors`,
+    `small, each connection its own package: pkg-serve ${f(results.smallDistinct['pkg-serve']?.rps, 0)} req/s (p99 ${f(results.smallDistinct['pkg-serve']?.p99ms, 1)} ms), rclone ${f(results.smallDistinct.rclone?.rps, 0)} req/s: ${f(results.ratios.smallDistinctRpsVsRclone)}×, ${results.smallDistinct['pkg-serve']?.errors ?? 0} errors`,
+    ...(['small', 'smallDistinct'] as const).flatMap((which) => servers.map((s) => {
+      const c = results[which][s.name]?.cpuMsPerRequest
+      return `${which === 'small' ? 'one package' : 'own packages'} via ${s.name}: CPU ms per request: server ${f(c?.server, 3)}, storage ${f(c?.storage, 3)}, client ${f(c?.client, 3)}`
+    })),
     `start → /readyz 200: ${f(results.startToReadyMs, 0)} ms; manifest reload (1 s poll): ${f(results.manifestReloadMs.median, 0)} ms median`,
     `idle poll: ${f(idlePoll.requestsPerPoll)} requests and ${f(idlePoll.bytesFromStoragePerPoll, 0)} bytes from storage per poll (the manifest is ~${idlePoll.manifestBytes} bytes)`,
     '',

@@ -7,7 +7,7 @@ import { listen } from './listen.ts'
 import type { Listener } from './listen.ts'
 import { openStore } from './storage/open.ts'
 import type { StorageConfig } from './storage/open.ts'
-import { withStatCache } from './storage/stat-cache.ts'
+import { withSharedReads } from './storage/shared-reads.ts'
 
 export interface ServerConfig extends StorageConfig {
   readonly manifest: string
@@ -37,7 +37,7 @@ export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<
   deps.logger.info({ storage: description }, `storage: ${description}`)
   const app = await buildApp(
     // Properties are reused for up to 1 s (reads stay pinned to the ETag): see stat-cache.ts.
-    { store: withStatCache(store, 1000), manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
+    { store: withSharedReads(store, { statTtlMs: 1000, coalesceMaxBytes: 256 * 1024 }), manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
     { loggerInstance: deps.logger }
   )
   try {

@@ -22,7 +22,7 @@ import { StorageError } from './types.ts'
 const READ_BUFFER_BYTES = 256 * 1024
 /** The most a response's status line and headers may weigh. */
 const MAX_HEAD_BYTES = 64 * 1024
-const MAX_IDLE_CONNECTIONS = 16
+const MAX_IDLE_CONNECTIONS = 64
 /** How long an idle connection is kept when the server does not say (Keep-Alive: timeout=N). */
 const DEFAULT_IDLE_KEEP_MS = 30_000
 const CRLFCRLF = Buffer.from('\r\n\r\n')

@@ -4,7 +4,7 @@ import { rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { createLocalStore } from '../../src/storage/local.ts'
-import { withStatCache } from '../../src/storage/stat-cache.ts'
+import { withSharedReads } from '../../src/storage/shared-reads.ts'
 import type { BlobStore } from '../../src/storage/types.ts'
 import { tempDir } from '../helpers/tmp.ts'
 
@@ -14,7 +14,7 @@ test('stat cache: one lookup per TTL; a replaced blob fails the pinned read and 
   const local = createLocalStore(dir)
   let stats = 0
   const counting: BlobStore = { ...local, stat: async (p) => { stats++; return await local.stat(p) } }
-  const store = withStatCache(counting, 60_000)
+  const store = withSharedReads(counting, { statTtlMs: 60_000, coalesceMaxBytes: 0 })
 
   const first = await store.stat('a.bin')
   assert.deepEqual(await store.stat('a.bin'), first)
