@@ -84,14 +84,17 @@ class Connection {
   #error: Error | undefined
 
   constructor (target: WireTarget) {
-    const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
-    const onread = { buffer, callback: (n: number, buf: Buffer): boolean => this.#take(buf.subarray(0, n), true) }
-    // tls.connect takes onread too (Node's types leave it out): decrypted bytes land in `buffer`.
-    // (SNI names a host, never an IP address.)
-    const tlsOptions = { host: target.hostname, port: target.port, ALPNProtocols: ['http/1.1'], onread, ...(isIP(target.hostname) === 0 && { servername: target.hostname }) }
-    this.socket = target.protocol === 'https:'
-      ? tlsConnect(tlsOptions)
-      : netConnect({ host: target.hostname, port: target.port, onread })
+    if (target.protocol === 'https:') {
+      // No shared buffer under TLS: Node decrypts a whole batch of records into it in one go,
+      // even once reading is paused, which would overwrite bytes still waiting to be written.
+      // Each chunk is a Buffer of its own instead. (SNI names a host, never an IP address.)
+      this.socket = tlsConnect({ host: target.hostname, port: target.port, ALPNProtocols: ['http/1.1'], ...(isIP(target.hostname) === 0 && { servername: target.hostname }) })
+      this.socket.on('data', (chunk: Buffer) => { if (!this.#take(chunk, false)) this.socket.pause() })
+    } else {
+      const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
+      const onread = { buffer, callback: (n: number, buf: Buffer): boolean => this.#take(buf.subarray(0, n), true) }
+      this.socket = netConnect({ host: target.hostname, port: target.port, onread })
+    }
     this.socket.setNoDelay(true)
     this.socket.setKeepAlive(true, 30_000)
     // Only ever armed while the connection sits in the pool (see Pool.give).
@@ -234,10 +237,11 @@ export function createWire (target: WireTarget, options: WireOptions): Wire {
         const searchFrom = Math.max(0, received.length - 3)
         received = Buffer.concat([received, chunk])
         const end = received.indexOf(CRLFCRLF, searchFrom)
-        if (end < 0) {
-          if (received.length > MAX_HEAD_BYTES) fail(wireError(`storage sent over ${MAX_HEAD_BYTES} bytes of headers`, 'EPROTO'))
-          return !settled
+        if (end > MAX_HEAD_BYTES || (end < 0 && received.length > MAX_HEAD_BYTES)) {
+          fail(wireError(`storage sent over ${MAX_HEAD_BYTES} bytes of headers`, 'EPROTO'))
+          return false
         }
+        if (end < 0) return !settled
         let parsed: ReturnType<typeof parseHead>
         try {
           parsed = parseHead(received.subarray(0, end).toString('latin1'))
