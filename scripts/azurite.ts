@@ -1,4 +1,4 @@
-// Starts Azurite's blob service as a child process: in memory, on a free port, telemetry off.
+// Starts Azurite's blob service as a child process: in memory (or on disk), on a free port, telemetry off.
 // Used by `npm run dev` and by the tests; the caller stops it.
 
 import { spawn } from 'node:child_process'
@@ -31,10 +31,12 @@ function stopChild (child: ChildProcess): Promise<void> {
   })
 }
 
-export async function spawnAzurite (): Promise<AzuriteProcess> {
+/** In memory unless `location` names a directory to keep blobs in (Azurite's own default). */
+export async function spawnAzurite (options: { location?: string } = {}): Promise<AzuriteProcess> {
   const main = createRequire(import.meta.url).resolve('azurite/dist/src/blob/main.js')
+  const persistence = options.location !== undefined ? ['--location', options.location] : ['--inMemoryPersistence']
   const child = spawn(process.execPath, [
-    main, '--inMemoryPersistence', '--blobHost', '127.0.0.1', '--blobPort', '0',
+    main, ...persistence, '--blobHost', '127.0.0.1', '--blobPort', '0',
     '--skipApiVersionCheck', '--loose', '--disableTelemetry', '--silent'
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
 

@@ -12,6 +12,7 @@ import { z } from 'zod'
 import { storageFailure } from '../http/errors.ts'
 import { planResponse } from '../http/conditional.ts'
 import type { Manifest, PackageEntry } from '../manifest.ts'
+import { IntegrityError } from '../storage/sha256.ts'
 import { isStorageError } from '../storage/types.ts'
 import type { BlobProperties } from '../storage/types.ts'
 
@@ -171,7 +172,11 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
   })
 
   function toHttpError (err: unknown, context: string): Error {
-    if (!isStorageError(err)) return err instanceof Error ? err : new Error(String(err))
+    if (!isStorageError(err)) {
+      // A small blob read whole before answering fails its sha256 check here, not mid-stream.
+      if (err instanceof IntegrityError) metrics.storageErrors.inc({ kind: 'integrity' })
+      return err instanceof Error ? err : new Error(String(err))
+    }
     metrics.storageErrors.inc({ kind: err.kind })
     const failure = storageFailure(err, context)
     return httpErrors.createError(failure.statusCode, failure.message, {

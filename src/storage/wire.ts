@@ -79,6 +79,10 @@ class Connection {
   served = 0
   /** False once the connection is out of step or the server asked to close it. */
   reusable = true
+  /** How long the server lets it sit idle (its Keep-Alive: timeout, less a second). */
+  idleKeepMs = DEFAULT_IDLE_KEEP_MS
+  /** Called once the connection has closed, whoever closed it. */
+  onGone: ((conn: Connection) => void) | undefined
   #deliver: Deliver | undefined
   #onClose: ((err: Error) => void) | undefined
   #error: Error | undefined
@@ -106,6 +110,7 @@ class Connection {
       this.#onClose = undefined
       this.#deliver = undefined
       onClose?.(this.#error ?? wireError('storage closed the connection', 'ECONNRESET'))
+      this.onGone?.(this)
     })
   }
 
@@ -138,7 +143,9 @@ class Connection {
       this.destroy()
       return false
     }
-    return deliver(chunk, reused)
+    // A reader that gave the connection back (or a new one that took it) wants it read on:
+    // an idle connection must notice the server closing it, or stray bytes.
+    return deliver(chunk, reused) || (this.#deliver !== deliver && !this.socket.destroyed)
   }
 }
 
@@ -146,7 +153,6 @@ class Connection {
 class Pool {
   readonly #target: WireTarget
   readonly #idle: Connection[] = []
-  #idleKeepMs = DEFAULT_IDLE_KEEP_MS
 
   constructor (target: WireTarget) { this.#target = target }
 
@@ -157,21 +163,31 @@ class Pool {
         return { conn, reused: true }
       }
     }
-    return { conn: new Connection(this.#target), reused: false }
+    return { conn: this.fresh(), reused: false }
+  }
+
+  /** A new connection (for a request that must not land on a kept one). */
+  fresh (): Connection {
+    const conn = new Connection(this.#target)
+    conn.onGone = (gone) => {
+      const at = this.#idle.indexOf(gone)
+      if (at >= 0) this.#idle.splice(at, 1)
+    }
+    return conn
   }
 
   /** Keeps a connection whose last response was read whole, or closes it. */
   give (conn: Connection, keepAliveHeader: string | undefined): void {
     const timeout = /timeout=(\d+)/i.exec(keepAliveHeader ?? '')?.[1]
     // Close ours a second before the server would close its end.
-    if (timeout !== undefined) this.#idleKeepMs = Math.min(DEFAULT_IDLE_KEEP_MS, Math.max(1, Number(timeout) - 1) * 1000)
+    if (timeout !== undefined) conn.idleKeepMs = Math.min(DEFAULT_IDLE_KEEP_MS, Math.max(1, Number(timeout) - 1) * 1000)
     if (!conn.alive || this.#idle.length >= MAX_IDLE_CONNECTIONS) {
       conn.destroy()
       return
     }
     conn.served++
     conn.detach()
-    conn.socket.setTimeout(this.#idleKeepMs)
+    conn.socket.setTimeout(conn.idleKeepMs)
     this.#idle.push(conn)
   }
 
@@ -198,7 +214,8 @@ function parseHead (head: string): { status: number, headers: Record<string, str
 
 function requestHead (target: WireTarget, request: WireRequest): string {
   const defaultPort = target.protocol === 'https:' ? 443 : 80
-  const host = target.port === defaultPort ? target.hostname : `${target.hostname}:${target.port}`
+  const name = isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname
+  const host = target.port === defaultPort ? name : `${name}:${target.port}`
   let head = `${request.method} ${request.path} HTTP/1.1\r\nhost: ${host}\r\n`
   for (const [name, value] of Object.entries(request.headers)) {
     if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) throw wireError(`header ${JSON.stringify(name)} holds a line break`, 'ERR_INVALID_CHAR')
@@ -296,8 +313,9 @@ export function createWire (target: WireTarget, options: WireOptions): Wire {
         return await exchange(first.conn, request, head)
       } catch (err) {
         // A kept connection the server closed as we reused it: the request never reached it.
+        // Again on a new connection: the other kept ones may be just as stale.
         if (!first.reused || (err as { stale?: boolean }).stale !== true) throw err
-        return await exchange(pool.take().conn, request, head)
+        return await exchange(pool.fresh(), request, head)
       }
     },
     close () { pool.close() }
@@ -475,6 +493,8 @@ export class WireBody extends Readable {
         this.#afterFlush(last)
       })
       // Taken by the kernel already (nothing left in the response's buffers): read on at once.
+      // (Rare for a live ServerResponse, which corks its socket until the next tick; then the
+      // write's callback lets the connection read on.)
       flushedNow = dest.writableLength === 0
       if (flushedNow) {
         if (last) this.#finish()

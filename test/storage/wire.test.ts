@@ -92,14 +92,33 @@ test('a kept connection the server closed as it was reused: the request goes aga
     else socket.destroy() // the server's idle close racing our next request
   })
   const wire = wireTo(t, storage.port)
+  // Three kept connections, each of which the server will close when reused.
+  await Promise.all([1, 2, 3].map(async () => { await buffer(bodyOf(await wire.send(get1()))) }))
+  assert.equal(storage.connections(), 3)
   assert.equal(String(await buffer(bodyOf(await wire.send(get1())))), 'first')
-  assert.equal(String(await buffer(bodyOf(await wire.send(get1())))), 'first')
-  assert.equal(storage.connections(), 2)
+  assert.equal(storage.connections(), 4, 'the retry went to a new connection, not another kept one')
 
   // A new connection that closes unanswered is a failure, not a loop.
   const closing = await scripted(t, (socket) => { socket.destroy() })
   await assert.rejects(wireTo(t, closing.port).send(get1()), { code: 'ECONNRESET' })
   assert.equal(closing.connections(), 1)
+})
+
+test('an idle kept connection still notices the server closing it, or sending out of turn', async (t) => {
+  const storage = await scripted(t, (socket) => {
+    // The body's last bytes come on their own, and the connection goes back as they are read.
+    socket.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n'), Buffer.alloc(100_000, 1)]))
+    setTimeout(() => { socket.write(Buffer.alloc(100_000, 2)) }, 20)
+    setTimeout(() => { socket.end('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n') }, 50)
+  })
+  const wire = wireTo(t, storage.port)
+  for (let i = 0; i < 3; i++) {
+    const res = await wire.send(get1())
+    assert.equal(res.status, 200, 'never the stray answer of an idle connection')
+    assert.equal((await buffer(bodyOf(res))).length, 200_000)
+    await new Promise((resolve) => setTimeout(resolve, 120))
+  }
+  assert.equal(storage.connections(), 3)
 })
 
 test('responses framed other than by Content-Length are refused, and their connection dropped', async (t) => {
