@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import { connect } from 'node:net'
+import { connect, createServer as createNetServer } from 'node:net'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { createServer } from 'node:tls'
@@ -108,4 +108,50 @@ test('downloads from storage over TLS', async (t) => {
   // Kept-alive TLS connections carry the downloads (a handful, not one per request).
   assert.ok(connections <= 16, `${connections} TLS connections for ~30 downloads`)
   t.diagnostic(`${connections} TLS connections to storage`)
+
+  await t.test('through an HTTPS_PROXY: tunnels for downloads and the manifest, credentials never logged', async () => {
+    const tunnels: string[] = []
+    const proxy = createNetServer((client) => {
+      client.on('error', () => {})
+      client.once('data', (d: Buffer) => {
+        const head = d.toString('latin1')
+        tunnels.push(head.split('\r\n').filter((l) => /^(CONNECT|proxy-authorization)/i.test(l)).join(' | '))
+        const [, host, port] = /^CONNECT ([^:]+):(\d+) /.exec(head) ?? []
+        if (!/proxy-authorization: basic dXNlcjpzM2NyM3Q=/i.test(head) || host === undefined) {
+          client.end('HTTP/1.1 407 Proxy Authentication Required\r\n\r\n')
+          return
+        }
+        const upstream = connect(Number(port), host, () => {
+          client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+          client.pipe(upstream).pipe(client)
+        })
+        sockets.add(client).add(upstream)
+        upstream.on('error', () => client.destroy())
+      })
+    })
+    proxy.listen(0, '127.0.0.1')
+    await once(proxy, 'listening')
+    t.after(() => { proxy.close() })
+    const proxyUrl = `http://user:s3cr3t@127.0.0.1:${(proxy.address() as AddressInfo).port}`
+    const proxied = startCli(t, ['serve', '--port', '0', '--poll-interval', '0'], {
+      AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(`https://127.0.0.1:${tlsPort}/${AZURITE_ACCOUNT}`),
+      NODE_EXTRA_CA_CERTS: join(FIXTURES, 'cert.pem'),
+      HTTPS_PROXY: proxyUrl,
+      NO_PROXY: 'localhost'
+    })
+    const up = await proxied.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+    const base = `http://127.0.0.1:${Number(up.port)}`
+    for (let i = 0; i < 100 && (await curl(['-o', '/dev/null', '-w', '%{http_code}', `${base}/readyz`])).stdout.toString() !== '200'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    const before = tunnels.length
+    const good = await curl([`${base}/pkg/large/good`])
+    assert.equal(good.code, 0)
+    assert.equal(sha256(good.stdout), sha256(large))
+    assert.ok(tunnels.length > before, 'the download went through the proxy')
+    assert.ok(tunnels.every((tunnel) => tunnel.startsWith(`CONNECT 127.0.0.1:${tlsPort} HTTP/1.1`)), tunnels.join('\n'))
+    const logs = JSON.stringify(proxied.logs) + proxied.stderr()
+    assert.match(logs, new RegExp(`through proxy http://127\\.0\\.0\\.1:${(proxy.address() as AddressInfo).port}`))
+    assert.ok(!logs.includes('s3cr3t'), 'the proxy password is never logged')
+  })
 })

@@ -7,6 +7,7 @@
 import { AnonymousCredential, ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { TokenCredential } from '@azure/core-auth'
+import type { ProxyTarget } from './proxy.ts'
 import { StorageError } from './types.ts'
 import { createWire } from './wire.ts'
 import type { BodyCheck, WireResponse } from './wire.ts'
@@ -17,6 +18,8 @@ const STORAGE_SCOPE = 'https://storage.azure.com/.default'
 export interface BlobHttpOptions {
   /** Bound on the wait for response headers. */
   readonly requestTimeoutMs: number
+  /** The proxy to reach storage through (see proxy.ts). */
+  readonly proxy?: ProxyTarget | undefined
   /** A body that receives nothing for this long while its reader wants data is broken. */
   readonly idleTimeoutMs: number
 }
@@ -73,7 +76,7 @@ export function createBlobHttp (container: ContainerClient, options: BlobHttpOpt
   const port = base.port !== '' ? Number(base.port) : protocol === 'https:' ? 443 : 80
   // URL keeps an IPv6 literal's brackets; a socket wants the bare address.
   const hostname = base.hostname.replace(/^\[(.*)\]$/, '$1')
-  const wire = createWire({ protocol, hostname, port }, options)
+  const wire = createWire({ protocol, hostname, port, proxy: options.proxy }, options)
   const containerPath = base.pathname.replace(/\/$/, '')
   const authorize = authorizerFor(container)
 

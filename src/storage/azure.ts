@@ -7,6 +7,7 @@ import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { Readable } from 'node:stream'
 import { createBlobHttp } from './azure-http.ts'
+import type { ProxyTarget } from './proxy.ts'
 import { Sha256Check } from './sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobStore, ReadOptions, TextRead } from './types.ts'
@@ -25,6 +26,8 @@ export interface AzureStoreOptions {
   readonly requestTimeoutMs?: number
   /** A download that delivers nothing for this long while the client reads is broken (default 30 s). */
   readonly idleTimeoutMs?: number
+  /** The proxy downloads go through (the SDK finds it on its own, by the same rules). */
+  readonly proxy?: ProxyTarget | undefined
 }
 
 const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', 'REQUEST_SEND_ERROR'])
@@ -97,7 +100,7 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
     }
   }
   const name = (path: string): string => `blob "${path}" in container "${container.containerName}"`
-  const http = createBlobHttp(container, { requestTimeoutMs, idleTimeoutMs })
+  const http = createBlobHttp(container, { requestTimeoutMs, idleTimeoutMs, proxy: options.proxy })
 
   return {
     description: options.description,

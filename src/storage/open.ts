@@ -9,6 +9,8 @@ import { AnonymousCredential, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob'
 import { createAzureStore } from './azure.ts'
 import { chooseCredential } from './credentials.ts'
+import { proxyFor } from './proxy.ts'
+import type { ProxyTarget } from './proxy.ts'
 import { createLocalStore } from './local.ts'
 import type { BlobStore } from './types.ts'
 
@@ -98,8 +100,16 @@ function accountOf (connectionString: string): string {
 
 export async function openStore (opts: StorageConfig, env: Readonly<Record<string, string | undefined>>): Promise<OpenedStore> {
   const timeoutMs = (opts.storageTimeout ?? 30) * 1000
-  const azure = (container: ContainerClient, description: string): BlobStore =>
-    createAzureStore({ container, description, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs })
+  const azure = (container: ContainerClient, description: string): OpenedStore => {
+    let proxy: ProxyTarget | undefined
+    try {
+      proxy = proxyFor(new URL(container.url), env)
+    } catch (err) {
+      throw new StorageSpecError((err as Error).message)
+    }
+    const how = proxy !== undefined ? `${description}, through proxy ${proxy.shown}` : description
+    return { store: createAzureStore({ container, description: how, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs, proxy }), description: how }
+  }
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING
   const target = parseStorage(opts.storage, { endpointSuffix: opts.endpointSuffix, connectionString })
 
@@ -120,7 +130,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
       throw new StorageSpecError(`AZURE_STORAGE_CONNECTION_STRING is not a valid connection string: ${(err as Error).message}`)
     }
     const description = `container "${opts.container}" at ${service.url.replace(/\?.*$/, '')} with a connection string (${accountOf(connectionString ?? '')})`
-    return { store: azure(service.getContainerClient(opts.container), description), description }
+    return azure(service.getContainerClient(opts.container), description)
   }
 
   const url = new URL(target.url)
@@ -128,10 +138,10 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
     // A SAS URL carries its own authorization: no credential, and never log the query.
     const service = new BlobServiceClient(target.url, new AnonymousCredential(), pipelineOptions)
     const description = `container "${opts.container}" at ${url.origin}${url.pathname} with a SAS token`
-    return { store: azure(service.getContainerClient(opts.container), description), description }
+    return azure(service.getContainerClient(opts.container), description)
   }
   const { credential, description: how } = await chooseCredential({ env, identityClientId: opts.identityClientId, azureJsonPath: opts.azureJson })
   const service = new BlobServiceClient(target.url, credential, pipelineOptions)
   const description = `container "${opts.container}" at ${target.url} with ${how}`
-  return { store: azure(service.getContainerClient(opts.container), description), description }
+  return azure(service.getContainerClient(opts.container), description)
 }

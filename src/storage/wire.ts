@@ -9,6 +9,7 @@
 // Responses are framed only by Content-Length (what Blob Storage sends for HEAD and GET); any
 // other framing is refused, never guessed. A connection that closes before answering a request it
 // was reused for (the server's idle close racing our request) is retried once on a new one.
+// Through a proxy (see proxy.ts), https goes through a CONNECT tunnel and http is forwarded.
 
 import { OutgoingMessage } from 'node:http'
 import { isIP, connect as netConnect } from 'node:net'
@@ -16,6 +17,7 @@ import type { Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
 import type { TLSSocket } from 'node:tls'
+import type { ProxyTarget } from './proxy.ts'
 import { StorageError } from './types.ts'
 
 /** Bytes each connection reads at a time (one buffer per connection, reused). */
@@ -31,6 +33,8 @@ export interface WireTarget {
   readonly protocol: 'http:' | 'https:'
   readonly hostname: string
   readonly port: number
+  /** The proxy to reach it through, if any. */
+  readonly proxy?: ProxyTarget | undefined
 }
 
 export interface WireOptions {
@@ -87,17 +91,21 @@ class Connection {
   #onClose: ((err: Error) => void) | undefined
   #error: Error | undefined
 
-  constructor (target: WireTarget) {
+  /** `tunnel`: an open CONNECT tunnel through a proxy, for https. */
+  constructor (target: WireTarget, tunnel?: Socket) {
     if (target.protocol === 'https:') {
       // No shared buffer under TLS: Node decrypts a whole batch of records into it in one go,
       // even once reading is paused, which would overwrite bytes still waiting to be written.
       // Each chunk is a Buffer of its own instead. (SNI names a host, never an IP address.)
-      this.socket = tlsConnect({ host: target.hostname, port: target.port, ALPNProtocols: ['http/1.1'], ...(isIP(target.hostname) === 0 && { servername: target.hostname }) })
+      const where = tunnel !== undefined ? { socket: tunnel } : { host: target.hostname, port: target.port }
+      this.socket = tlsConnect({ ...where, ALPNProtocols: ['http/1.1'], ...(isIP(target.hostname) === 0 && { servername: target.hostname }) })
       this.socket.on('data', (chunk: Buffer) => { if (!this.#take(chunk, false)) this.socket.pause() })
     } else {
+      // Plain HTTP through a proxy: the connection is to the proxy (requests name the host in full).
+      const to = target.proxy ?? target
       const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
       const onread = { buffer, callback: (n: number, buf: Buffer): boolean => this.#take(buf.subarray(0, n), true) }
-      this.socket = netConnect({ host: target.hostname, port: target.port, onread })
+      this.socket = netConnect({ host: to.hostname, port: to.port, onread })
     }
     this.socket.setNoDelay(true)
     this.socket.setKeepAlive(true, 30_000)
@@ -149,26 +157,82 @@ class Connection {
   }
 }
 
+function authority (target: WireTarget): string {
+  return `${isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname}:${target.port}`
+}
+
+/** Asks the proxy for a tunnel to the target (HTTP CONNECT); resolves with the open socket. */
+function openTunnel (target: WireTarget, proxy: ProxyTarget, timeoutMs: number): Promise<Socket> {
+  const to = authority(target)
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: proxy.hostname, port: proxy.port })
+    let received = ''
+    const fail = (err: Error): void => {
+      clearTimeout(timer)
+      socket.destroy()
+      reject(err)
+    }
+    const onError = (err: Error & { code?: string }): void => {
+      fail(Object.assign(new Error(`proxy ${proxy.shown}: ${err.message}`), { code: err.code ?? 'ECONNRESET' }))
+    }
+    const onClose = (): void => { onError(new Error('closed the connection before opening a tunnel')) }
+    const onData = (chunk: Buffer): void => {
+      received += chunk.toString('latin1')
+      const end = received.indexOf('\r\n\r\n')
+      if (end < 0) {
+        if (received.length > MAX_HEAD_BYTES) fail(wireError(`proxy ${proxy.shown} sent over ${MAX_HEAD_BYTES} bytes of headers`, 'EPROTO'))
+        return
+      }
+      socket.off('data', onData).off('error', onError).off('close', onClose)
+      socket.pause()
+      // Errors from here on surface on the TLS socket built over this one.
+      socket.on('error', () => {})
+      clearTimeout(timer)
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(received)?.[1]
+      if (status !== '200') {
+        const kind = status === '407' ? 'denied' : 'unreachable'
+        fail(new StorageError(kind, `proxy ${proxy.shown} refused a tunnel to ${to} (${status !== undefined ? `HTTP ${status}` : 'not an HTTP answer'})`, { ...(status !== undefined && { status: Number(status) }) }))
+        return
+      }
+      resolve(socket)
+    }
+    const timer = setTimeout(() => {
+      fail(new StorageError('timeout', `proxy ${proxy.shown} did not open a tunnel to ${to} within ${timeoutMs} ms`))
+    }, timeoutMs)
+    socket.on('data', onData).on('error', onError).on('close', onClose)
+    const auth = proxy.auth !== undefined ? `proxy-authorization: Basic ${Buffer.from(proxy.auth).toString('base64')}\r\n` : ''
+    socket.write(`CONNECT ${to} HTTP/1.1\r\nhost: ${to}\r\n${auth}\r\n`)
+  })
+}
+
 /** One host's connections: idle ones kept (newest first) for the next request. */
 class Pool {
   readonly #target: WireTarget
+  readonly #timeoutMs: number
   readonly #idle: Connection[] = []
 
-  constructor (target: WireTarget) { this.#target = target }
+  constructor (target: WireTarget, timeoutMs: number) {
+    this.#target = target
+    this.#timeoutMs = timeoutMs
+  }
 
-  take (): { conn: Connection, reused: boolean } {
+  async take (): Promise<{ conn: Connection, reused: boolean }> {
     for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
       if (conn.alive) {
         conn.socket.setTimeout(0)
         return { conn, reused: true }
       }
     }
-    return { conn: this.fresh(), reused: false }
+    return { conn: await this.fresh(), reused: false }
   }
 
   /** A new connection (for a request that must not land on a kept one). */
-  fresh (): Connection {
-    const conn = new Connection(this.#target)
+  async fresh (): Promise<Connection> {
+    const target = this.#target
+    const tunnel = target.protocol === 'https:' && target.proxy !== undefined
+      ? await openTunnel(target, target.proxy, this.#timeoutMs)
+      : undefined
+    const conn = new Connection(target, tunnel)
     conn.onGone = (gone) => {
       const at = this.#idle.indexOf(gone)
       if (at >= 0) this.#idle.splice(at, 1)
@@ -216,7 +280,11 @@ function requestHead (target: WireTarget, request: WireRequest): string {
   const defaultPort = target.protocol === 'https:' ? 443 : 80
   const name = isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname
   const host = target.port === defaultPort ? name : `${name}:${target.port}`
-  let head = `${request.method} ${request.path} HTTP/1.1\r\nhost: ${host}\r\n`
+  // Plain HTTP through a proxy names the whole URL (and authenticates to the proxy).
+  const forwarded = target.protocol === 'http:' && target.proxy !== undefined
+  const requestTarget = forwarded ? `http://${host}${request.path}` : request.path
+  let head = `${request.method} ${requestTarget} HTTP/1.1\r\nhost: ${host}\r\n`
+  if (forwarded && target.proxy?.auth !== undefined) head += `proxy-authorization: Basic ${Buffer.from(target.proxy.auth).toString('base64')}\r\n`
   for (const [name, value] of Object.entries(request.headers)) {
     if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) throw wireError(`header ${JSON.stringify(name)} holds a line break`, 'ERR_INVALID_CHAR')
     head += `${name}: ${value}\r\n`
@@ -231,7 +299,7 @@ export interface Wire {
 }
 
 export function createWire (target: WireTarget, options: WireOptions): Wire {
-  const pool = new Pool(target)
+  const pool = new Pool(target, options.requestTimeoutMs)
 
   /** One request on one connection, up to its response's headers. */
   function exchange (conn: Connection, request: WireRequest, head: string): Promise<WireResponse> {
@@ -308,14 +376,14 @@ export function createWire (target: WireTarget, options: WireOptions): Wire {
   return {
     async send (request) {
       const head = requestHead(target, request)
-      const first = pool.take()
+      const first = await pool.take()
       try {
         return await exchange(first.conn, request, head)
       } catch (err) {
         // A kept connection the server closed as we reused it: the request never reached it.
         // Again on a new connection: the other kept ones may be just as stale.
         if (!first.reused || (err as { stale?: boolean }).stale !== true) throw err
-        return await exchange(pool.fresh(), request, head)
+        return await exchange(await pool.fresh(), request, head)
       }
     },
     close () { pool.close() }

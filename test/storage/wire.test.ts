@@ -264,3 +264,25 @@ test('a body check fails before the last bytes leave, whether read or piped', as
   const small = await scripted(t, (socket) => { socket.write(ok('tiny')) })
   await assert.rejects(buffer(bodyOf(await wireTo(t, small.port).send(get1({ check: new Sha256Check(wrong) })))), { name: 'IntegrityError' })
 })
+
+test('through a proxy: plain HTTP is forwarded with the whole URL; a refused tunnel says so', async (t) => {
+  const heads: string[] = []
+  const proxy = await scripted(t, (socket, head) => {
+    heads.push(head)
+    socket.write(ok('via proxy'))
+  })
+  const shown = `http://127.0.0.1:${proxy.port}`
+  const wire = createWire({ protocol: 'http:', hostname: 'storage.example', port: 10000, proxy: { hostname: '127.0.0.1', port: proxy.port, auth: 'u:p', shown } }, { requestTimeoutMs: 2000, idleTimeoutMs: 2000 })
+  t.after(() => { wire.close() })
+  assert.equal(String(await buffer(bodyOf(await wire.send(get1())))), 'via proxy')
+  assert.match(heads[0] ?? '', /^GET http:\/\/storage\.example:10000\/c\/blob\?sig=x HTTP\/1\.1\r\nhost: storage\.example:10000\r\nproxy-authorization: Basic dTpw\r\n/)
+
+  const refusing = await scripted(t, (socket, head) => {
+    heads.push(head)
+    socket.end('HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n')
+  })
+  const tls = createWire({ protocol: 'https:', hostname: 'acct.blob.core.windows.net', port: 443, proxy: { hostname: '127.0.0.1', port: refusing.port, shown: 'http://proxy' } }, { requestTimeoutMs: 2000, idleTimeoutMs: 2000 })
+  t.after(() => { tls.close() })
+  await rejectsKind(tls.send(get1()), 'denied', /^proxy http:\/\/proxy refused a tunnel to acct\.blob\.core\.windows\.net:443 \(HTTP 407\)$/)
+  assert.equal(heads[1], 'CONNECT acct.blob.core.windows.net:443 HTTP/1.1\r\nhost: acct.blob.core.windows.net:443')
+})

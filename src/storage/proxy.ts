@@ -1,0 +1,55 @@
+// Which proxy a storage endpoint is reached through, from the environment, by the same rules as
+// the Azure SDK (which reads the manifest), so that downloads take the same route: HTTPS_PROXY,
+// else ALL_PROXY, else HTTP_PROXY (upper case first, then lower case), unless NO_PROXY names the
+// host exactly or, for an entry starting with ".", the host is that domain or below it.
+// On AKS with the HTTP proxy feature these variables are set in every pod.
+
+export class ProxyConfigError extends Error {
+  override name = 'ProxyConfigError'
+}
+
+export interface ProxyTarget {
+  readonly hostname: string
+  readonly port: number
+  /** "user:password" for Proxy-Authorization, already decoded. */
+  readonly auth?: string
+  /** For logs: the proxy's origin, never its credentials. */
+  readonly shown: string
+}
+
+type Env = Readonly<Record<string, string | undefined>>
+
+function read (env: Env, name: string): string | undefined {
+  const value = env[name] ?? env[name.toLowerCase()]
+  return value !== undefined && value.trim() !== '' ? value.trim() : undefined
+}
+
+function bypassed (hostname: string, noProxy: string | undefined): boolean {
+  for (const raw of (noProxy ?? '').split(',')) {
+    const entry = raw.trim().toLowerCase()
+    if (entry === '') continue
+    if (entry.startsWith('.') ? hostname.endsWith(entry) || hostname === entry.slice(1) : hostname === entry) return true
+  }
+  return false
+}
+
+export function proxyFor (endpoint: URL, env: Env): ProxyTarget | undefined {
+  const spec = read(env, 'HTTPS_PROXY') ?? read(env, 'ALL_PROXY') ?? read(env, 'HTTP_PROXY')
+  if (spec === undefined) return undefined
+  const hostname = endpoint.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+  if (bypassed(hostname, read(env, 'NO_PROXY'))) return undefined
+  let url: URL
+  try {
+    url = new URL(spec.includes('://') ? spec : `http://${spec}`)
+  } catch {
+    throw new ProxyConfigError('HTTPS_PROXY (or ALL_PROXY/HTTP_PROXY) is not a valid URL: write http://HOST:PORT')
+  }
+  const shown = `${url.protocol}//${url.host}`
+  if (url.protocol !== 'http:') throw new ProxyConfigError(`proxy ${shown}: only http:// proxies are supported (HTTPS_PROXY=http://HOST:PORT)`)
+  return {
+    hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: url.port !== '' ? Number(url.port) : 80,
+    shown,
+    ...(url.username !== '' && { auth: `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` })
+  }
+}
