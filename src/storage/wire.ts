@@ -190,8 +190,9 @@ function openTunnel (target: WireTarget, proxy: ProxyTarget, timeoutMs: number):
       clearTimeout(timer)
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(received)?.[1]
       if (status !== '200') {
-        const kind = status === '407' ? 'denied' : 'unreachable'
-        fail(new StorageError(kind, `proxy ${proxy.shown} refused a tunnel to ${to} (${status !== undefined ? `HTTP ${status}` : 'not an HTTP answer'})`, { ...(status !== undefined && { status: Number(status) }) }))
+        // Not storage refusing our identity: the way to storage is closed.
+        const why = status === undefined ? 'not an HTTP answer' : status === '407' ? 'HTTP 407: give the proxy\'s user:password@ in HTTPS_PROXY' : `HTTP ${status}`
+        fail(new StorageError('unreachable', `proxy ${proxy.shown} refused a tunnel to ${to} (${why})`))
         return
       }
       resolve(socket)

@@ -283,6 +283,6 @@ test('through a proxy: plain HTTP is forwarded with the whole URL; a refused tun
   })
   const tls = createWire({ protocol: 'https:', hostname: 'acct.blob.core.windows.net', port: 443, proxy: { hostname: '127.0.0.1', port: refusing.port, shown: 'http://proxy' } }, { requestTimeoutMs: 2000, idleTimeoutMs: 2000 })
   t.after(() => { tls.close() })
-  await rejectsKind(tls.send(get1()), 'denied', /^proxy http:\/\/proxy refused a tunnel to acct\.blob\.core\.windows\.net:443 \(HTTP 407\)$/)
+  await rejectsKind(tls.send(get1()), 'unreachable', /^proxy http:\/\/proxy refused a tunnel to acct\.blob\.core\.windows\.net:443 \(HTTP 407: give the proxy's user:password@ in HTTPS_PROXY\)$/)
   assert.equal(heads[1], 'CONNECT acct.blob.core.windows.net:443 HTTP/1.1\r\nhost: acct.blob.core.windows.net:443')
 })
