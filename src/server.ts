@@ -36,7 +36,7 @@ export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<
   const { store, description } = await openStore(config, deps.env)
   deps.logger.info({ storage: description }, `storage: ${description}`)
   const app = await buildApp(
-    // Properties are reused for up to 1 s (reads stay pinned to the ETag): see stat-cache.ts.
+    // Properties reused for up to 1 s, concurrent reads of a small blob shared: see shared-reads.ts.
     { store: withSharedReads(store, { statTtlMs: 1000, coalesceMaxBytes: 256 * 1024 }), manifestPath: config.manifest, pollIntervalSeconds: config.pollInterval },
     { loggerInstance: deps.logger }
   )

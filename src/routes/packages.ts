@@ -1,6 +1,7 @@
 // The package routes: listings, and GET/HEAD /pkg/:name/:tag streaming the blob the manifest
 // names. A request can only ever reach a blob through a manifest entry (names are looked up in
-// Maps, never joined into paths). The body is the storage stream itself, never buffered.
+// Maps, never joined into paths). The body is the storage stream itself, never buffered (a small
+// blob read once for several concurrent requests is held until each has it: shared-reads.ts).
 
 import { basename } from 'node:path'
 import type { Readable } from 'node:stream'
