@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { createServer } from 'node:tls'
 import { promisify } from 'node:util'
 import { AZURITE_ACCOUNT, connectionStringFor, startAzurite } from './helpers/azurite.ts'
-import { REPO, startCli } from './helpers/cli.ts'
+import { NODE_ARGS, REPO, startCli } from './helpers/cli.ts'
 
 const exec = promisify(execFile)
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -153,5 +153,22 @@ test('downloads from storage over TLS', async (t) => {
     const logs = JSON.stringify(proxied.logs) + proxied.stderr()
     assert.match(logs, new RegExp(`through proxy http://127\\.0\\.0\\.1:${(proxy.address() as AddressInfo).port}`))
     assert.ok(!logs.includes('s3cr3t'), 'the proxy password is never logged')
+
+    // Through a tunnel the certificate is checked against the storage host, not the proxy's
+    // name: the test certificate names 127.0.0.1 (and localhost), not 127.0.0.2.
+    const probe = async (...args: string[]): Promise<string> => (await exec(process.execPath, [...NODE_ARGS, join(REPO, 'test/helpers/tls-probe.ts'), ...args], {
+      cwd: REPO, encoding: 'utf8', env: { ...process.env, NODE_EXTRA_CA_CERTS: join(FIXTURES, 'cert.pem') }
+    })).stdout.trim()
+    const proxyPort = String((proxy.address() as AddressInfo).port)
+    const other = createServer({ key: readFileSync(join(FIXTURES, 'key.pem')), cert: readFileSync(join(FIXTURES, 'cert.pem')) }, (s) => {
+      s.on('error', () => {}).on('data', () => { s.end('HTTP/1.1 204 No Content\r\n\r\n') })
+    })
+    other.listen(0, '127.0.0.2')
+    await once(other, 'listening')
+    t.after(() => { other.close() })
+    const otherPort = String((other.address() as AddressInfo).port)
+    assert.equal(await probe('127.0.0.1', String(tlsPort), '127.0.0.1', proxyPort, 'user:s3cr3t'), 'accepted 400')
+    assert.equal(await probe('127.0.0.2', otherPort), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
+    assert.equal(await probe('127.0.0.2', otherPort, '127.0.0.1', proxyPort, 'user:s3cr3t'), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
   })
 })

@@ -37,10 +37,20 @@ function suffixOf (status: number | undefined, code: string | undefined): string
   return status !== undefined ? ` (${status})` : ''
 }
 
-/** Classifies an answer storage gave (an HTTP status), whichever client received it. */
-function answerError (status: number, code: string | undefined, message: string, what: string, cause: unknown): StorageError {
+/**
+ * Classifies an answer (an HTTP status), whichever client received it. `fromStorage`: the answer
+ * carries x-ms-request-id, which Azure Storage (and Azurite) always send; without it, a proxy or
+ * firewall on the way answered, and its 401/403/407 says nothing about our identity.
+ */
+function answerError (status: number, code: string | undefined, message: string, what: string, cause: unknown, fromStorage: boolean): StorageError {
   const suffix = suffixOf(status, code)
   const details = { status, code, cause }
+  if (status === 407) {
+    return new StorageError('unreachable', `a proxy on the way to storage wants credentials for ${what} (407): give its user:password@ in HTTPS_PROXY`, details)
+  }
+  if (!fromStorage && (status === 401 || status === 403)) {
+    return new StorageError('unreachable', `something on the way to storage (a proxy or firewall: the answer is not from Azure Storage) refused ${what}${suffix}`, details)
+  }
   if (status === 404) {
     const what404 = code === 'ContainerNotFound' ? `the container holding ${what} does not exist` : `${what} does not exist`
     return new StorageError('not-found', `${what404}${suffix}`, details)
@@ -54,7 +64,7 @@ function answerError (status: number, code: string | undefined, message: string,
 /** The StorageError for a raw response that is not the one asked for. */
 function failure (res: WireResponse, what: string): StorageError {
   const code = res.headers['x-ms-error-code']
-  return answerError(res.status, typeof code === 'string' ? code : undefined, `HTTP ${res.status}`, what, undefined)
+  return answerError(res.status, typeof code === 'string' ? code : undefined, `HTTP ${res.status}`, what, undefined, res.headers['x-ms-request-id'] !== undefined)
 }
 
 /** Turns whatever the SDK or the network threw into a StorageError that says what happened to which blob. */
@@ -66,7 +76,10 @@ export function toStorageError (err: unknown, what: string): StorageError {
   if (['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError'].includes(e.name)) {
     return new StorageError('denied', `no token for Azure Storage from this server's identity, for ${what}: ${e.message.split('\n')[0] ?? ''}`, { status, code, cause: err })
   }
-  if (status !== undefined) return answerError(status, code, e.message ?? '', what, err)
+  if (status !== undefined) {
+    const requestId = (e.response?.headers as { get?: (name: string) => string | undefined } | undefined)?.get?.('x-ms-request-id')
+    return answerError(status, code, e.message ?? '', what, err, requestId !== undefined)
+  }
   const suffix = suffixOf(undefined, code)
   const details = { code, cause: err }
   if (e.name === 'AbortError' || code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' || /timed? ?out/i.test(e.message ?? '')) {

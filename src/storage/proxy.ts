@@ -1,8 +1,10 @@
-// Which proxy a storage endpoint is reached through, from the environment, by the same rules as
-// the Azure SDK (which reads the manifest), so that downloads take the same route: HTTPS_PROXY,
-// else ALL_PROXY, else HTTP_PROXY (upper case first, then lower case), unless NO_PROXY names the
-// host exactly or, for an entry starting with ".", the host is that domain or below it.
-// On AKS with the HTTP proxy feature these variables are set in every pod.
+// Which proxy a storage endpoint is reached through, from the environment, by exactly the rules of
+// the Azure SDK (@typespec/ts-http-runtime's proxyPolicy), which reads the manifest, so that
+// downloads take the same route: HTTPS_PROXY, else ALL_PROXY, else HTTP_PROXY (a non-empty upper
+// case value first, then lower case), unless NO_PROXY names the host as the URL spells it
+// (lower case, IPv6 in brackets) exactly or, for an entry starting with ".", the host is that
+// domain or below it. Where the SDK would misread a value (no scheme, blank), this refuses it
+// with a message instead. On AKS with the HTTP proxy feature these variables are in every pod.
 
 export class ProxyConfigError extends Error {
   override name = 'ProxyConfigError'
@@ -19,14 +21,15 @@ export interface ProxyTarget {
 
 type Env = Readonly<Record<string, string | undefined>>
 
+/** The SDK's reading: the upper-case variable if non-empty, else the lower-case one. */
 function read (env: Env, name: string): string | undefined {
-  const value = env[name] ?? env[name.toLowerCase()]
-  return value !== undefined && value.trim() !== '' ? value.trim() : undefined
+  const value = env[name] !== undefined && env[name] !== '' ? env[name] : env[name.toLowerCase()]
+  return value !== undefined && value !== '' ? value : undefined
 }
 
 function bypassed (hostname: string, noProxy: string | undefined): boolean {
   for (const raw of (noProxy ?? '').split(',')) {
-    const entry = raw.trim().toLowerCase()
+    const entry = raw.trim()
     if (entry === '') continue
     if (entry.startsWith('.') ? hostname.endsWith(entry) || hostname === entry.slice(1) : hostname === entry) return true
   }
@@ -36,13 +39,13 @@ function bypassed (hostname: string, noProxy: string | undefined): boolean {
 export function proxyFor (endpoint: URL, env: Env): ProxyTarget | undefined {
   const spec = read(env, 'HTTPS_PROXY') ?? read(env, 'ALL_PROXY') ?? read(env, 'HTTP_PROXY')
   if (spec === undefined) return undefined
-  const hostname = endpoint.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase()
-  if (bypassed(hostname, read(env, 'NO_PROXY'))) return undefined
-  let url: URL
+  if (bypassed(endpoint.hostname, read(env, 'NO_PROXY'))) return undefined
+  let url: URL | undefined
   try {
-    url = new URL(spec.includes('://') ? spec : `http://${spec}`)
-  } catch {
-    throw new ProxyConfigError('HTTPS_PROXY (or ALL_PROXY/HTTP_PROXY) is not a valid URL: write http://HOST:PORT')
+    url = new URL(spec.trim())
+  } catch {}
+  if (url === undefined || !/^[a-z][a-z0-9+.-]*:\/\//i.test(spec.trim())) {
+    throw new ProxyConfigError('HTTPS_PROXY (or ALL_PROXY/HTTP_PROXY) is not a proxy URL: write http://HOST:PORT')
   }
   const shown = `${url.protocol}//${url.host}`
   if (url.protocol !== 'http:') throw new ProxyConfigError(`proxy ${shown}: only http:// proxies are supported (HTTPS_PROXY=http://HOST:PORT)`)

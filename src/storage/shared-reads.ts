@@ -3,7 +3,8 @@
 // - Properties are remembered for a short time, so a burst of downloads of one package costs one
 //   properties request instead of one each. Safe for the bytes: every read stays pinned to the
 //   ETag, so a blob replaced within the TTL fails the pinned read ("changed"), which drops the
-//   entry, and the route looks the blob up again. Only HEAD answers may be up to `statTtlMs` old.
+//   entry, and the route looks the blob up again. Only answers made from properties alone (HEAD,
+//   304 to a conditional GET, 416) may be up to `statTtlMs` old; a body never is.
 // - Whole reads of a small blob asked for while the same read (same version, same check) is in
 //   flight join it instead of starting another: the bytes come from one storage request begun at
 //   most one request ago, and are dropped once every joiner has them (collapsed forwarding, as

@@ -97,7 +97,8 @@ class Connection {
       // No shared buffer under TLS: Node decrypts a whole batch of records into it in one go,
       // even once reading is paused, which would overwrite bytes still waiting to be written.
       // Each chunk is a Buffer of its own instead. (SNI names a host, never an IP address.)
-      const where = tunnel !== undefined ? { socket: tunnel } : { host: target.hostname, port: target.port }
+      // Through a tunnel, `host` is what the certificate is checked against (not the proxy's name).
+      const where = tunnel !== undefined ? { socket: tunnel, host: target.hostname } : { host: target.hostname, port: target.port }
       this.socket = tlsConnect({ ...where, ALPNProtocols: ['http/1.1'], ...(isIP(target.hostname) === 0 && { servername: target.hostname }) })
       this.socket.on('data', (chunk: Buffer) => { if (!this.#take(chunk, false)) this.socket.pause() })
     } else {
@@ -228,10 +229,10 @@ class Pool {
   }
 
   /** A new connection (for a request that must not land on a kept one). */
-  async fresh (): Promise<Connection> {
+  async fresh (timeoutMs = this.#timeoutMs): Promise<Connection> {
     const target = this.#target
     const tunnel = target.protocol === 'https:' && target.proxy !== undefined
-      ? await openTunnel(target, target.proxy, this.#timeoutMs)
+      ? await openTunnel(target, target.proxy, timeoutMs)
       : undefined
     const conn = new Connection(target, tunnel)
     conn.onGone = (gone) => {
@@ -302,8 +303,8 @@ export interface Wire {
 export function createWire (target: WireTarget, options: WireOptions): Wire {
   const pool = new Pool(target, options.requestTimeoutMs)
 
-  /** One request on one connection, up to its response's headers. */
-  function exchange (conn: Connection, request: WireRequest, head: string): Promise<WireResponse> {
+  /** One request on one connection, up to its response's headers, by `deadline` (a Date.now() time). */
+  function exchange (conn: Connection, request: WireRequest, head: string, deadline: number): Promise<WireResponse> {
     return new Promise<WireResponse>((resolve, reject) => {
       let received: Buffer = Buffer.alloc(0)
       let settled = false
@@ -316,7 +317,7 @@ export function createWire (target: WireTarget, options: WireOptions): Wire {
       }
       const timer = setTimeout(() => {
         fail(new StorageError('timeout', `storage did not answer within ${options.requestTimeoutMs} ms for ${request.what}`))
-      }, options.requestTimeoutMs)
+      }, Math.max(1, deadline - Date.now()))
 
       conn.attach((chunk) => {
         // Copied: the connection's buffer is refilled by the next read.
@@ -377,14 +378,17 @@ export function createWire (target: WireTarget, options: WireOptions): Wire {
   return {
     async send (request) {
       const head = requestHead(target, request)
+      // One bound for the whole attempt: a tunnel through a proxy, then the answer's headers.
+      const deadline = Date.now() + options.requestTimeoutMs
       const first = await pool.take()
       try {
-        return await exchange(first.conn, request, head)
+        return await exchange(first.conn, request, head, deadline)
       } catch (err) {
         // A kept connection the server closed as we reused it: the request never reached it.
         // Again on a new connection: the other kept ones may be just as stale.
         if (!first.reused || (err as { stale?: boolean }).stale !== true) throw err
-        return await exchange(await pool.fresh(), request, head)
+        const again = Date.now() + options.requestTimeoutMs
+        return await exchange(await pool.fresh(options.requestTimeoutMs), request, head, again)
       }
     },
     close () { pool.close() }

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
+import type { Socket } from 'node:net'
 import { buffer } from 'node:stream/consumers'
 import { BlobServiceClient } from '@azure/storage-blob'
 import { createAzureStore } from '../../src/storage/azure.ts'
@@ -97,4 +98,28 @@ test('Azure store against Azurite', async (t) => {
     await rejectsWith(gone.stat('dir/blob.bin'), 'unreachable', /unreachable/)
     await rejectsWith(gone.readText('packages.toml'), 'unreachable')
   })
+})
+
+test('a refusal from something on the way (no x-ms-request-id), or a 407, is "unreachable", not our identity', async (t) => {
+  let status = 403
+  const sockets = new Set<Socket>()
+  const server = createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    socket.on('data', () => {
+      socket.write(`HTTP/1.1 ${status} Refused\r\ncontent-length: 0\r\n\r\n`)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => { for (const s of sockets) s.destroy(); server.close() })
+  const address = server.address()
+  assert.ok(typeof address === 'object' && address !== null)
+  const service = BlobServiceClient.fromConnectionString(connectionStringFor(`http://127.0.0.1:${address.port}/devstoreaccount1`), { retryOptions: { maxTries: 1 } })
+  const store = createAzureStore({ container: service.getContainerClient('pkg'), description: 'x' })
+  t.after(() => store.close())
+  await rejectsWith(store.stat('a.bin'), 'unreachable', /^something on the way to storage \(a proxy or firewall: the answer is not from Azure Storage\) refused blob "a\.bin" in container "pkg" \(403\)$/)
+  await rejectsWith(store.readText('packages.toml'), 'unreachable', /not from Azure Storage/)
+  status = 407
+  await rejectsWith(store.stat('a.bin'), 'unreachable', /wants credentials for blob "a\.bin" in container "pkg" \(407\): give its user:password@ in HTTPS_PROXY/)
+  await rejectsWith(store.readText('packages.toml'), 'unreachable', /\(407\)/)
 })
