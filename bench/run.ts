@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url'
 import { AccountSASPermissions, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from '../scripts/azurite.ts'
+import type { AzuriteProcess } from '../scripts/azurite.ts'
 
 const QUICK = process.argv.includes('--quick')
 const REPO = fileURLToPath(new URL('..', import.meta.url))
@@ -183,7 +184,7 @@ async function seedLarge (container: ContainerClient): Promise<void> {
 type LargeFigures = Record<string, { mbps: number[], cpuPerGiB: number[] }>
 
 /** Large download: throughput and server CPU per GiB, alternating the paths each rep. */
-async function largeCase (servers: Server[], paths: Record<string, (blob: string, name: string) => string>, directUrl: string): Promise<LargeFigures> {
+async function largeCase (servers: Server[], paths: Paths, directUrl: string): Promise<LargeFigures> {
   const large: LargeFigures = { azurite: { mbps: [], cpuPerGiB: [] } }
   for (const s of servers) large[s.name] = { mbps: [], cpuPerGiB: [] }
   for (let rep = 0; rep < cfg.reps; rep++) {
@@ -209,20 +210,12 @@ async function largeOnDisk (): Promise<LargeFigures> {
   const location = await mkdtemp(join(tmpdir(), 'pkg-serve-bench-azurite-'))
   const azurite = await spawnAzurite({ location })
   try {
-    const service = BlobServiceClient.fromConnectionString(azurite.connectionString)
-    const container = service.getContainerClient('pkg')
-    await container.createIfNotExists()
+    const { container } = await containerOf(azurite)
     await seedLarge(container)
     await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from("[large.latest]\npath = 'large.bin'\n"))
-    const sas = service.generateAccountSasUrl(new Date(Date.now() + 6 * 3600_000), AccountSASPermissions.parse('r'), 'sco')
-    const pkg = await startPkgServe({ AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString })
-    const rclone = await startRclone(azurite.blobEndpoint)
-    const servers = [pkg, ...(rclone !== undefined ? [rclone] : [])]
+    const { servers, paths, direct } = await startServers(azurite)
     try {
-      return await largeCase(servers, {
-        'pkg-serve': (_blob, name) => `${pkg.url}/pkg/${name}/latest`,
-        rclone: (blob) => `${rclone?.url ?? ''}/${blob}`
-      }, `${azurite.blobEndpoint}/pkg/large.bin?${new URL(sas).search.slice(1)}`)
+      return await largeCase(servers, paths, direct('large.bin'))
     } finally {
       for (const s of servers) await s.stop()
     }
@@ -232,15 +225,39 @@ async function largeOnDisk (): Promise<LargeFigures> {
   }
 }
 
+/** Azurite's container "pkg" (created). */
+async function containerOf (azurite: AzuriteProcess): Promise<{ service: BlobServiceClient, container: ContainerClient }> {
+  const service = BlobServiceClient.fromConnectionString(azurite.connectionString)
+  const container = service.getContainerClient('pkg')
+  await container.createIfNotExists()
+  return { service, container }
+}
+
+type Paths = Record<string, (blob: string, name: string) => string>
+
+/** pkg-serve and (when installed) rclone on Azurite's container; the URL of each path to a package. */
+async function startServers (azurite: AzuriteProcess): Promise<{ servers: Server[], paths: Paths, direct: (blob: string) => string }> {
+  const { service } = await containerOf(azurite)
+  const sas = service.generateAccountSasUrl(new Date(Date.now() + 6 * 3600_000), AccountSASPermissions.parse('r'), 'sco')
+  const pkg = await startPkgServe({ AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString })
+  const rclone = await startRclone(azurite.blobEndpoint)
+  return {
+    servers: [pkg, ...(rclone !== undefined ? [rclone] : [])],
+    paths: {
+      'pkg-serve': (_blob, name) => `${pkg.url}/pkg/${name}/latest`,
+      rclone: (blob) => `${rclone?.url ?? ''}/${blob}`
+    },
+    direct: (blob) => `${azurite.blobEndpoint}/pkg/${blob}?${new URL(sas).search.slice(1)}`
+  }
+}
+
 async function main (): Promise<void> {
   log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps; pkg-serve NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"`)
   const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'inherit' })
   if (build.status !== 0) throw new Error('npm run build failed')
 
   const azurite = await spawnAzurite()
-  const service = BlobServiceClient.fromConnectionString(azurite.connectionString)
-  const container = service.getContainerClient('pkg')
-  await container.createIfNotExists()
+  const { container } = await containerOf(azurite)
   log('seeding Azurite')
   await seedLarge(container)
   await container.getBlockBlobClient('mem.bin').uploadData(randomBytes(cfg.memEach))
@@ -252,18 +269,10 @@ async function main (): Promise<void> {
   const manifest = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.bin'\n[small.latest]\npath = 'small.bin'\n" +
     Array.from({ length: DISTINCT }, (_, i) => `[${distinctName(i)}.latest]\npath = '${distinctName(i)}.bin'\n`).join('')
   await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(manifest))
-  const sas = service.generateAccountSasUrl(new Date(Date.now() + 6 * 3600_000), AccountSASPermissions.parse('r'), 'sco')
-  const direct = (blob: string): string => `${azurite.blobEndpoint}/pkg/${blob}?${new URL(sas).search.slice(1)}`
-
   const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
-  const pkg = await startPkgServe(env)
-  const rclone = await startRclone(azurite.blobEndpoint)
-  if (rclone === undefined) log('rclone is not installed: its baselines are skipped (apt-get install rclone)')
-  const servers = [pkg, ...(rclone !== undefined ? [rclone] : [])]
-  const paths: Record<string, (blob: string, name: string) => string> = {
-    'pkg-serve': (_blob, name) => `${pkg.url}/pkg/${name}/latest`,
-    rclone: (blob) => `${rclone?.url ?? ''}/${blob}`
-  }
+  const { servers, paths, direct } = await startServers(azurite)
+  if (servers.length === 1) log('rclone is not installed: its baselines are skipped (apt-get install rclone)')
+  const rclone = servers.find((s) => s.name === 'rclone')
 
   const large = await largeCase(servers, paths, direct('large.bin'))
 
