@@ -63,8 +63,7 @@ function answerError (status: number, code: string | undefined, message: string,
 
 /** The StorageError for a raw response that is not the one asked for. */
 function failure (res: WireResponse, what: string): StorageError {
-  const code = res.headers['x-ms-error-code']
-  return answerError(res.status, typeof code === 'string' ? code : undefined, `HTTP ${res.status}`, what, undefined, res.headers['x-ms-request-id'] !== undefined)
+  return answerError(res.status, res.headers['x-ms-error-code'], `HTTP ${res.status}`, what, undefined, res.headers['x-ms-request-id'] !== undefined)
 }
 
 /** Turns whatever the SDK or the network threw into a StorageError that says what happened to which blob. */

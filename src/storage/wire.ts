@@ -158,13 +158,18 @@ class Connection {
   }
 }
 
-function authority (target: WireTarget): string {
-  return `${isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname}:${target.port}`
+/** The host as a URL or Host header writes it (an IPv6 literal in brackets). */
+function hostName (target: WireTarget): string {
+  return isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname
+}
+
+function proxyAuthorization (proxy: ProxyTarget): string {
+  return proxy.auth !== undefined ? `proxy-authorization: Basic ${Buffer.from(proxy.auth).toString('base64')}\r\n` : ''
 }
 
 /** Asks the proxy for a tunnel to the target (HTTP CONNECT); resolves with the open socket. */
 function openTunnel (target: WireTarget, proxy: ProxyTarget, timeoutMs: number): Promise<Socket> {
-  const to = authority(target)
+  const to = `${hostName(target)}:${target.port}`
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host: proxy.hostname, port: proxy.port })
     let received = ''
@@ -202,8 +207,7 @@ function openTunnel (target: WireTarget, proxy: ProxyTarget, timeoutMs: number):
       fail(new StorageError('timeout', `proxy ${proxy.shown} did not open a tunnel to ${to} within ${timeoutMs} ms`))
     }, timeoutMs)
     socket.on('data', onData).on('error', onError).on('close', onClose)
-    const auth = proxy.auth !== undefined ? `proxy-authorization: Basic ${Buffer.from(proxy.auth).toString('base64')}\r\n` : ''
-    socket.write(`CONNECT ${to} HTTP/1.1\r\nhost: ${to}\r\n${auth}\r\n`)
+    socket.write(`CONNECT ${to} HTTP/1.1\r\nhost: ${to}\r\n${proxyAuthorization(proxy)}\r\n`)
   })
 }
 
@@ -280,13 +284,12 @@ function parseHead (head: string): { status: number, headers: Record<string, str
 
 function requestHead (target: WireTarget, request: WireRequest): string {
   const defaultPort = target.protocol === 'https:' ? 443 : 80
-  const name = isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname
-  const host = target.port === defaultPort ? name : `${name}:${target.port}`
+  const host = target.port === defaultPort ? hostName(target) : `${hostName(target)}:${target.port}`
   // Plain HTTP through a proxy names the whole URL (and authenticates to the proxy).
-  const forwarded = target.protocol === 'http:' && target.proxy !== undefined
-  const requestTarget = forwarded ? `http://${host}${request.path}` : request.path
+  const forwardTo = target.protocol === 'http:' ? target.proxy : undefined
+  const requestTarget = forwardTo !== undefined ? `http://${host}${request.path}` : request.path
   let head = `${request.method} ${requestTarget} HTTP/1.1\r\nhost: ${host}\r\n`
-  if (forwarded && target.proxy?.auth !== undefined) head += `proxy-authorization: Basic ${Buffer.from(target.proxy.auth).toString('base64')}\r\n`
+  if (forwardTo !== undefined) head += proxyAuthorization(forwardTo)
   for (const [name, value] of Object.entries(request.headers)) {
     if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) throw wireError(`header ${JSON.stringify(name)} holds a line break`, 'ERR_INVALID_CHAR')
     head += `${name}: ${value}\r\n`
