@@ -9,6 +9,7 @@ import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyServerOp
 import fp from 'fastify-plugin'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import manifestPlugin from './plugins/manifest.ts'
+import type { ManifestPluginOptions } from './plugins/manifest.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import storagePlugin from './plugins/storage.ts'
 import healthRoutes from './routes/health.ts'
@@ -19,13 +20,9 @@ import { IntegrityError } from './storage/sha256.ts'
 import { isStorageError } from './storage/types.ts'
 import type { BlobStore } from './storage/types.ts'
 
-export interface AppOptions {
+/** The manifest cache's options, and the store it reads from. */
+export interface AppOptions extends ManifestPluginOptions {
   readonly store: BlobStore
-  readonly manifestPath: string
-  readonly pollIntervalSeconds: number
-  readonly retryMinMs?: number
-  readonly retryMaxMs?: number
-  readonly bootWaitMs?: number
 }
 
 /** Fastify options every owner of the app uses (router limits sized for manifest names). */
