@@ -422,7 +422,8 @@ export class WireBody extends Readable {
   readonly #what: string
   readonly #check: BodyCheck | undefined
   readonly #release: () => void
-  readonly #watchdog: NodeJS.Timeout
+  /** Armed while the body still needs its connection. */
+  readonly #watchdog: NodeJS.Timeout | undefined
   #remaining: number
   #first: Buffer | undefined
   #mode: 'unset' | 'stream' | 'direct' = 'unset'
@@ -446,6 +447,18 @@ export class WireBody extends Readable {
     this.#release = options.release
     this.#remaining = options.length
     this.#first = options.first.length > 0 ? options.first : undefined
+    const first = this.#first ?? Buffer.alloc(0)
+    if (first.length >= this.contentLength) {
+      // Whole already (a small blob): the connection can go back at once.
+      if (first.length > this.contentLength) options.conn.reusable = false
+      this.#first = first.subarray(0, this.contentLength)
+      this.#remaining = 0
+      this.#done = true
+      this.#check?.update(this.#first)
+      this.#failure = this.#check?.verify()
+      this.#giveBack()
+      return
+    }
     options.conn.attach((chunk, reused) => this.#accept(chunk, reused), (err) => {
       if (!this.#done) this.destroy(this.#broken(err))
     })
@@ -459,17 +472,6 @@ export class WireBody extends Readable {
       }
     }, Math.min(1000, Math.max(50, idleMs / 4)))
     this.#watchdog.unref()
-    const first = this.#first ?? Buffer.alloc(0)
-    if (first.length >= this.contentLength) {
-      // Whole already (a small blob): the connection can go back at once.
-      if (first.length > this.contentLength) options.conn.reusable = false
-      this.#first = first.subarray(0, this.contentLength)
-      this.#remaining = 0
-      this.#done = true
-      this.#check?.update(this.#first)
-      this.#failure = this.#check?.verify()
-      this.#giveBack()
-    }
   }
 
   /** Whether the connection is no longer this body's (its reads can go on). */
