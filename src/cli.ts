@@ -2,7 +2,7 @@
 // The pkg-serve executable: runs main() and turns its outcome into the exit code.
 // An unexpected error is printed as one line (the stack only with PKG_SERVE_DEBUG=1).
 
-import { main } from './main.ts'
+import { main } from './cli/program.ts'
 
 main(process.argv).then((code) => {
   if (code !== 0) process.exitCode = code

@@ -3,8 +3,8 @@
 
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { buildApp } from './app.ts'
-import { listen } from './listen.ts'
-import type { Listener } from './listen.ts'
+import { listen } from './http/listen.ts'
+import type { Listener } from './http/listen.ts'
 import { openStore } from './storage/open.ts'
 import type { StorageConfig } from './storage/open.ts'
 import { withSharedReads } from './storage/shared-reads.ts'

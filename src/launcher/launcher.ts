@@ -5,14 +5,14 @@
 // (credentials) to the script, and never keep the port open after success unless asked to.
 
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { Listener } from '../listen.ts'
+import type { Listener } from '../http/listen.ts'
 import { listenApp, openApp, urlFor } from '../server.ts'
 import type { ServerConfig } from '../server.ts'
 import { installAction, listActions, readAction } from './actions.ts'
 import type { ActionScript } from './actions.ts'
-import { buildCommand } from './command.ts'
-import { runScript } from './process-tree.ts'
-import type { ScriptResult } from './process-tree.ts'
+import { buildCommand } from './nsenter.ts'
+import { runScript } from './supervise.ts'
+import type { ScriptResult } from './supervise.ts'
 import { createOnceRecords, createStateDir, runKey } from './state.ts'
 import type { Status } from './state.ts'
 

@@ -2,8 +2,8 @@
 // retrying in the background), polling on an unref()ed timer, stopped when the app closes.
 
 import fp from 'fastify-plugin'
-import { createManifestCache } from '../manifest-cache.ts'
-import type { ManifestCache } from '../manifest-cache.ts'
+import { createManifestCache } from '../manifest/cache.ts'
+import type { ManifestCache } from '../manifest/cache.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -1,8 +1,8 @@
 // Wires the metrics registry into the app and counts every response by route and status.
 
 import fp from 'fastify-plugin'
-import { createMetrics } from '../metrics.ts'
-import type { Metrics } from '../metrics.ts'
+import { createMetrics } from '../http/metrics.ts'
+import type { Metrics } from '../http/metrics.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -2,7 +2,7 @@
 // through the download client, straight or through a proxy. Prints "accepted STATUS" or
 // "rejected CODE". Usage: tls-probe.ts HOST PORT [PROXY_HOST PROXY_PORT [USER:PASSWORD]]
 
-import { createWire } from '../../src/storage/wire.ts'
+import { createWire } from '../../src/storage/azure/wire.ts'
 
 const [host = '', port = '0', proxyHost, proxyPort, proxyAuth] = process.argv.slice(2)
 const wire = createWire({

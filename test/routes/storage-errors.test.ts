@@ -7,7 +7,7 @@ import { createServer } from 'node:net'
 import type { Server, Socket } from 'node:net'
 import { BlobServiceClient } from '@azure/storage-blob'
 import { buildApp } from '../../src/app.ts'
-import { createAzureStore } from '../../src/storage/azure.ts'
+import { createAzureStore } from '../../src/storage/azure/store.ts'
 import type { BlobStore } from '../../src/storage/types.ts'
 import { connectionStringFor, startAzurite } from '../helpers/azurite.ts'
 

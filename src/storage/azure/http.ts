@@ -8,7 +8,7 @@ import { AnonymousCredential, ContainerSASPermissions, StorageSharedKeyCredentia
 import type { ContainerClient } from '@azure/storage-blob'
 import type { TokenCredential } from '@azure/core-auth'
 import type { ProxyTarget } from './proxy.ts'
-import { StorageError } from './types.ts'
+import { StorageError } from '../types.ts'
 import { createWire } from './wire.ts'
 import type { BodyCheck, WireResponse } from './wire.ts'
 

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict'
 import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ManagedIdentityCredential, WorkloadIdentityCredential, DefaultAzureCredential } from '@azure/identity'
-import { chooseCredential, readKubeletClientId } from '../../src/storage/credentials.ts'
-import { tempDir } from '../helpers/tmp.ts'
+import { chooseCredential, readKubeletClientId } from '../../../src/storage/azure/credentials.ts'
+import { tempDir } from '../../helpers/tmp.ts'
 
 const KUBELET = '11111111-2222-3333-4444-555555555555'
 

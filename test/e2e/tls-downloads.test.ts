@@ -14,8 +14,8 @@ import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { createServer } from 'node:tls'
 import { promisify } from 'node:util'
-import { AZURITE_ACCOUNT, connectionStringFor, startAzurite } from './helpers/azurite.ts'
-import { NODE_ARGS, REPO, startCli } from './helpers/cli.ts'
+import { AZURITE_ACCOUNT, connectionStringFor, startAzurite } from '../helpers/azurite.ts'
+import { NODE_ARGS, REPO, startCli } from '../helpers/cli.ts'
 
 const exec = promisify(execFile)
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')

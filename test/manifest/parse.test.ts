@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { ManifestError, parseManifest } from '../src/manifest.ts'
+import { ManifestError, parseManifest } from '../../src/manifest/parse.ts'
 
 function issuesOf (text: string): string {
   try {

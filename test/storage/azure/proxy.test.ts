@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { proxyFor } from '../../src/storage/proxy.ts'
+import { proxyFor } from '../../../src/storage/azure/proxy.ts'
 
 const blob = new URL('https://acct.blob.core.windows.net/pkg')
 

@@ -4,8 +4,8 @@
 
 import { isDeepStrictEqual } from 'node:util'
 import TOML from '@iarna/toml'
-import { ManifestError, parseManifest, tableName } from './manifest.ts'
-import type { Manifest, PackageEntry } from './manifest.ts'
+import { ManifestError, parseManifest, tableName } from './parse.ts'
+import type { Manifest, PackageEntry } from './parse.ts'
 
 function tomlString (value: string): string {
   // A literal string when it can be one (no quote, no control characters), else a basic string.

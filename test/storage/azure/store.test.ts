@@ -4,10 +4,10 @@ import { createServer } from 'node:net'
 import type { Socket } from 'node:net'
 import { buffer } from 'node:stream/consumers'
 import { BlobServiceClient } from '@azure/storage-blob'
-import { createAzureStore } from '../../src/storage/azure.ts'
-import { StorageError } from '../../src/storage/types.ts'
-import type { StorageErrorKind } from '../../src/storage/types.ts'
-import { connectionStringFor, startAzurite } from '../helpers/azurite.ts'
+import { createAzureStore } from '../../../src/storage/azure/store.ts'
+import { StorageError } from '../../../src/storage/types.ts'
+import type { StorageErrorKind } from '../../../src/storage/types.ts'
+import { connectionStringFor, startAzurite } from '../../helpers/azurite.ts'
 
 async function rejectsWith (promise: Promise<unknown>, kind: StorageErrorKind, pattern?: RegExp): Promise<StorageError> {
   try {

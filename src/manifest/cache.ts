@@ -4,9 +4,9 @@
 // good load it retries with capped exponential backoff, so a server started while storage is
 // down becomes ready on its own. Timers are unref()ed: the cache never keeps a process alive.
 
-import { ManifestError, parseManifest } from './manifest.ts'
-import type { Manifest } from './manifest.ts'
-import type { BlobStore } from './storage/types.ts'
+import { ManifestError, parseManifest } from './parse.ts'
+import type { Manifest } from './parse.ts'
+import type { BlobStore } from '../storage/types.ts'
 
 export type ReloadResult = 'loaded' | 'unchanged' | 'rejected' | 'error'
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { parseManifest } from '../src/manifest.ts'
-import { setEntry } from '../src/manifest-edit.ts'
+import { parseManifest } from '../../src/manifest/parse.ts'
+import { setEntry } from '../../src/manifest/edit.ts'
 
 const ORIGINAL = `# Packages for the fleet. Keep sorted.
 

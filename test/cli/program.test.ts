@@ -3,8 +3,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
-import { runCli } from './helpers/cli.ts'
-import { tempDir } from './helpers/tmp.ts'
+import { runCli } from '../helpers/cli.ts'
+import { tempDir } from '../helpers/tmp.ts'
 
 function assertOneLineError (r: { status: number | null, stderr: string }, pattern: RegExp): void {
   assert.notEqual(r.status, 0)
@@ -64,7 +64,7 @@ test('a port in use is one line that says so', async (t) => {
 
 test('run: a missing action lists the actions that exist; bad flags name the flag', async (t) => {
   const dir = await tempDir(t)
-  const { writeConfigMap } = await import('./helpers/configmap.ts')
+  const { writeConfigMap } = await import('../helpers/configmap.ts')
   await writeConfigMap(dir, { install: '#!/bin/sh\n', cleanup: '#!/bin/sh\n' })
   const base = ['run', '--actions-dir', dir, '--host-dir', `${dir}/host`, '--state-dir', `${dir}/state`, '--no-nsenter']
   assertOneLineError(runCli([...base, 'instal', dir], noAzure), /no action "instal" in .*; the actions there are: cleanup, install$/)

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { buildCommand } from '../../src/launcher/command.ts'
+import { buildCommand } from '../../src/launcher/nsenter.ts'
 
 const base = { action: 'install', args: ['acct-arg', 'two words', '--force', '$(rm -rf /)'], nsenterTarget: '1', hostPath: '/opt/actions/', hostDir: '/mnt/actions' }
 

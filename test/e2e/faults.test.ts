@@ -10,11 +10,11 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { Agent, get } from 'node:http'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { AZURITE_ACCOUNT, connectionStringFor, startAzurite } from './helpers/azurite.ts'
-import { startCli } from './helpers/cli.ts'
-import type { RunningCli } from './helpers/cli.ts'
-import { startProxy } from './helpers/tcp-proxy.ts'
-import { tempDir } from './helpers/tmp.ts'
+import { AZURITE_ACCOUNT, connectionStringFor, startAzurite } from '../helpers/azurite.ts'
+import { startCli } from '../helpers/cli.ts'
+import type { RunningCli } from '../helpers/cli.ts'
+import { startProxy } from '../helpers/tcp-proxy.ts'
+import { tempDir } from '../helpers/tmp.ts'
 
 const exec = promisify(execFile)
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')

@@ -3,7 +3,7 @@
 import closeWithGrace from 'close-with-grace'
 import type { ServeConfig } from '../config.ts'
 import { createLogger } from '../logger.ts'
-import { startServer } from '../server.ts'
+import { startServer } from '../../server.ts'
 
 export async function serve (config: ServeConfig, env: Readonly<Record<string, string | undefined>>): Promise<void> {
   const logger = createLogger(config.logLevel)

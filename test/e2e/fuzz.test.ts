@@ -8,8 +8,8 @@ import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { listen } from '../src/listen.ts'
-import { localApp } from './helpers/app.ts'
+import { listen } from '../../src/http/listen.ts'
+import { localApp } from '../helpers/app.ts'
 
 const SEED = 0x5eed2026
 const CASES = 4000

@@ -8,10 +8,10 @@ import type { IncomingMessage } from 'node:http'
 import { createServer } from 'node:net'
 import type { AddressInfo, Socket } from 'node:net'
 import { buffer } from 'node:stream/consumers'
-import { Sha256Check } from '../../src/storage/sha256.ts'
-import { StorageError } from '../../src/storage/types.ts'
-import { createWire } from '../../src/storage/wire.ts'
-import type { Wire, WireBody, WireRequest, WireResponse } from '../../src/storage/wire.ts'
+import { Sha256Check } from '../../../src/storage/sha256.ts'
+import { StorageError } from '../../../src/storage/types.ts'
+import { createWire } from '../../../src/storage/azure/wire.ts'
+import type { Wire, WireBody, WireRequest, WireResponse } from '../../../src/storage/azure/wire.ts'
 
 function bodyOf (res: WireResponse): WireBody {
   assert.ok(res.body !== undefined, `a ${res.status} answer without a body`)

@@ -2,7 +2,7 @@
 // returns the launcher's exit code (the script's on failure, so the kubelet's backoff applies).
 
 import type { RunConfig } from '../config.ts'
-import { runLauncher } from '../launcher/launcher.ts'
+import { runLauncher } from '../../launcher/launcher.ts'
 import { createLogger } from '../logger.ts'
 
 export async function run (config: RunConfig, env: Readonly<Record<string, string | undefined>>): Promise<number> {

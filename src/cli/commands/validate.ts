@@ -4,9 +4,9 @@
 import { readFile } from 'node:fs/promises'
 import { ConfigError } from '../config.ts'
 import type { ValidateConfig } from '../config.ts'
-import { ManifestError, formatIssue, parseManifest } from '../manifest.ts'
-import { openStore } from '../storage/open.ts'
-import { isStorageError } from '../storage/types.ts'
+import { ManifestError, formatIssue, parseManifest } from '../../manifest/parse.ts'
+import { openStore } from '../../storage/open.ts'
+import { isStorageError } from '../../storage/types.ts'
 
 export async function validate (config: ValidateConfig, env: Readonly<Record<string, string | undefined>>, out: (line: string) => void, err: (line: string) => void): Promise<number> {
   let text: string

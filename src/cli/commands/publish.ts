@@ -10,12 +10,12 @@ import { Transform } from 'node:stream'
 import mime from 'mime-types'
 import { ConfigError } from '../config.ts'
 import type { PublishConfig } from '../config.ts'
-import { NAME_PATTERN, entrySchema, tableName } from '../manifest.ts'
-import type { PackageEntry } from '../manifest.ts'
-import { setEntry } from '../manifest-edit.ts'
-import { openStore } from '../storage/open.ts'
-import { isStorageError } from '../storage/types.ts'
-import type { BlobStore } from '../storage/types.ts'
+import { NAME_PATTERN, entrySchema, tableName } from '../../manifest/parse.ts'
+import type { PackageEntry } from '../../manifest/parse.ts'
+import { setEntry } from '../../manifest/edit.ts'
+import { openStore } from '../../storage/open.ts'
+import { isStorageError } from '../../storage/types.ts'
+import type { BlobStore } from '../../storage/types.ts'
 
 export interface PublishResult {
   readonly entry: PackageEntry

@@ -6,11 +6,11 @@
 import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { Readable } from 'node:stream'
-import { createBlobHttp } from './azure-http.ts'
+import { createBlobHttp } from './http.ts'
 import type { ProxyTarget } from './proxy.ts'
-import { Sha256Check } from './sha256.ts'
-import { MAX_TEXT_BYTES, StorageError } from './types.ts'
-import type { BlobStore, ReadOptions, TextRead } from './types.ts'
+import { Sha256Check } from '../sha256.ts'
+import { MAX_TEXT_BYTES, StorageError } from '../types.ts'
+import type { BlobStore, ReadOptions, TextRead } from '../types.ts'
 import type { WireResponse } from './wire.ts'
 
 export interface AzureStoreOptions {

@@ -7,16 +7,16 @@ import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, LOG_LEVELS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
 import { publish } from './commands/publish.ts'
 import { validate } from './commands/validate.ts'
-import { ManifestError } from './manifest.ts'
-import { ActionError } from './launcher/actions.ts'
+import { ManifestError } from '../manifest/parse.ts'
+import { ActionError } from '../launcher/actions.ts'
 import { run } from './commands/run.ts'
-import { CredentialConfigError } from './storage/credentials.ts'
-import { StorageSpecError } from './storage/open.ts'
+import { CredentialConfigError } from '../storage/azure/credentials.ts'
+import { StorageSpecError } from '../storage/open.ts'
 import { serve } from './commands/serve.ts'
 
 type Env = Readonly<Record<string, string | undefined>>
 
-const { version } = createRequire(import.meta.url)('../package.json') as { version: string }
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string }
 
 function envName (flags: string): string {
   const long = /--([a-z0-9-]+)/.exec(flags)?.[1] ?? ''

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect } from 'node:net'
-import { listen, serverTimeouts } from '../src/listen.ts'
+import { listen, serverTimeouts } from '../../src/http/listen.ts'
 
 const handler = (_req: unknown, res: { end: (s: string) => void }): void => { res.end('ok') }
 

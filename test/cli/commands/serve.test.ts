@@ -8,9 +8,9 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { AccountSASPermissions } from '@azure/storage-blob'
-import { startAzurite } from '../helpers/azurite.ts'
-import { startCli } from '../helpers/cli.ts'
-import { tempDir } from '../helpers/tmp.ts'
+import { startAzurite } from '../../helpers/azurite.ts'
+import { startCli } from '../../helpers/cli.ts'
+import { tempDir } from '../../helpers/tmp.ts'
 
 const exec = promisify(execFile)
 const isRoot = process.getuid?.() === 0

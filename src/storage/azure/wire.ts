@@ -18,7 +18,7 @@ import { Readable } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
 import type { TLSSocket } from 'node:tls'
 import type { ProxyTarget } from './proxy.ts'
-import { StorageError } from './types.ts'
+import { StorageError } from '../types.ts'
 
 /** Bytes each connection reads at a time (one buffer per connection, reused). */
 const READ_BUFFER_BYTES = 256 * 1024

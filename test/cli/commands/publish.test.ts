@@ -6,10 +6,10 @@ import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { parseManifest } from '../../src/manifest.ts'
-import { startAzurite } from '../helpers/azurite.ts'
-import { REPO, cliArgs, runCli } from '../helpers/cli.ts'
-import { tempDir } from '../helpers/tmp.ts'
+import { parseManifest } from '../../../src/manifest/parse.ts'
+import { startAzurite } from '../../helpers/azurite.ts'
+import { REPO, cliArgs, runCli } from '../../helpers/cli.ts'
+import { tempDir } from '../../helpers/tmp.ts'
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
