@@ -8,6 +8,7 @@ import type { Listener } from './http/listen.ts'
 import { openStore } from './storage/open.ts'
 import type { StorageConfig } from './storage/open.ts'
 import { withSharedReads } from './storage/shared-reads.ts'
+import { bracketHost } from './lib/net.ts'
 
 export interface ServerConfig extends StorageConfig {
   readonly manifest: string
@@ -60,7 +61,7 @@ export function listenApp (app: FastifyInstance, config: Pick<ServerConfig, 'hos
 }
 
 export function urlFor (host: string, port: number): string {
-  return `http://${host === 'localhost' || !host.includes(':') ? host : `[${host}]`}:${port}`
+  return `http://${bracketHost(host)}:${port}`
 }
 
 export async function startServer (config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {

@@ -2,6 +2,7 @@
 // into a typed, frozen config before anything starts. Errors are one readable line each.
 
 import { z } from 'zod'
+import { UserError } from '../lib/errors.ts'
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
@@ -115,7 +116,7 @@ export function parseBooleanEnv (name: string, value: string): boolean {
   throw new ConfigError(`invalid ${name} ${JSON.stringify(value)}: use true or false`)
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends UserError {
   override name = 'ConfigError'
 }
 

@@ -4,15 +4,12 @@
 
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
-import { ConfigError, LOG_LEVELS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
+import { LOG_LEVELS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
 import { publish } from './commands/publish.ts'
 import { validate } from './commands/validate.ts'
-import { ManifestError } from '../manifest/parse.ts'
-import { ActionError } from '../launcher/actions.ts'
 import { run } from './commands/run.ts'
-import { CredentialConfigError } from '../storage/azure/credentials.ts'
-import { StorageSpecError } from '../storage/open.ts'
 import { serve } from './commands/serve.ts'
+import { UserError, errnoCode, isUserError } from '../lib/errors.ts'
 
 type Env = Readonly<Record<string, string | undefined>>
 
@@ -64,24 +61,20 @@ function storageOptions (command: Command, env: Env): Command {
     .addOption(flag('--log-level <level>', 'log level').choices(LOG_LEVELS).default(env.LOG_LEVEL ?? 'info'))
 }
 
-export class UsageError extends Error {
+export class UsageError extends UserError {
   override name = 'UsageError'
 }
 
-/** Errors whose message is all the user needs (no stack trace). */
-export function isUserError (err: unknown): boolean {
-  return err instanceof ConfigError || err instanceof StorageSpecError || err instanceof CredentialConfigError ||
-    err instanceof ActionError || err instanceof ManifestError || err instanceof UsageError
-}
-
 function describeListenError (err: unknown): string | undefined {
-  const e = err as NodeJS.ErrnoException & { address?: string, port?: number }
+  const e = err as { syscall?: string, address?: string, port?: number, message?: string }
   if (e.syscall !== 'listen') return undefined
   const where = `${e.address ?? ''}:${e.port ?? ''}`
-  if (e.code === 'EADDRINUSE') return `cannot listen on ${where}: the port is in use (choose another --port, or 0 for a free one)`
-  if (e.code === 'EACCES') return `cannot listen on ${where}: permission denied (ports below 1024 need privileges)`
-  if (e.code === 'EADDRNOTAVAIL') return `cannot listen on ${where}: no such local address (check --host)`
-  return `cannot listen on ${where}: ${e.message}`
+  switch (errnoCode(err)) {
+    case 'EADDRINUSE': return `cannot listen on ${where}: the port is in use (choose another --port, or 0 for a free one)`
+    case 'EACCES': return `cannot listen on ${where}: permission denied (ports below 1024 need privileges)`
+    case 'EADDRNOTAVAIL': return `cannot listen on ${where}: no such local address (check --host)`
+    default: return `cannot listen on ${where}: ${e.message ?? 'failed'}`
+  }
 }
 
 export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut: (s: string) => void, setExitCode: (code: number) => void = () => {}): Command {
@@ -191,7 +184,7 @@ export async function main (argv: readonly string[], env: Env = process.env): Pr
       return 1
     }
     if (isUserError(err)) {
-      process.stderr.write(`pkg-serve: ${(err as Error).message}\n`)
+      process.stderr.write(`pkg-serve: ${err.message}\n`)
       return 2
     }
     throw err

@@ -5,6 +5,8 @@
 
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { errnoCode } from '../lib/errors.ts'
+import { bracketHost } from '../lib/net.ts'
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
 
@@ -94,7 +96,7 @@ export async function listen (handler: RequestHandler, opts: ListenOptions): Pro
         try {
           port = await bind(server, host, port)
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code ?? ''
+          const code = errnoCode(err) ?? ''
           if (host === '::1' && addresses.length > 0 && ipv6Unavailable.has(code)) {
             opts.log?.warn({ code }, 'no IPv6 loopback on this host: listening on 127.0.0.1 only')
             continue
@@ -107,10 +109,10 @@ export async function listen (handler: RequestHandler, opts: ListenOptions): Pro
     } catch (err) {
       await Promise.all(servers.map(async (s) => { await closeServer(s, 0) }))
       // A free IPv4 port may be taken on ::1: with port 0, pick another pair.
-      if (opts.port === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 10) continue
+      if (opts.port === 0 && errnoCode(err) === 'EADDRINUSE' && attempt < 10) continue
       throw err
     }
-    opts.log?.info({ addresses, port }, `listening on ${addresses.map((a) => a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`).join(' and ')}`)
+    opts.log?.info({ addresses, port }, `listening on ${addresses.map((a) => `${bracketHost(a)}:${port}`).join(' and ')}`)
     return {
       port,
       addresses,

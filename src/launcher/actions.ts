@@ -6,8 +6,9 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import { UserError, errnoCode } from '../lib/errors.ts'
 
-export class ActionError extends Error {
+export class ActionError extends UserError {
   override name = 'ActionError'
 }
 
@@ -34,7 +35,7 @@ export async function readAction (actionsDir: string, name: string): Promise<Act
   try {
     content = await readFile(join(actionsDir, name))
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
+    const code = errnoCode(err)
     if (code === 'ENOENT' || code === 'EISDIR') {
       let available: string
       try {

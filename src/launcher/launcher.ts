@@ -15,6 +15,7 @@ import { runScript } from './supervise.ts'
 import type { ScriptResult } from './supervise.ts'
 import { createOnceRecords, createStateDir, runKey } from './state.ts'
 import type { Status } from './state.ts'
+import { withoutQuery } from '../lib/net.ts'
 
 export interface LauncherConfig extends ServerConfig {
   readonly action: string
@@ -169,7 +170,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       HOME: '/root',
       PKG_SERVE_RUN_PORT: String(port),
       PKG_SERVE_RUN_URL: urlFor(config.host, port),
-      PKG_SERVE_STORAGE: (config.storage ?? '').replace(/\?.*$/, '')
+      PKG_SERVE_STORAGE: withoutQuery(config.storage ?? '')
     }
     const startedAt = new Date()
     await update({ phase: 'running', attempts: status.attempts + 1, port, startedAt: startedAt.toISOString(), finishedAt: null, durationMs: null, exitCode: null, signal: null, nextAttemptAt: null })

@@ -7,6 +7,7 @@
 import { ManifestError, parseManifest } from './parse.ts'
 import type { Manifest } from './parse.ts'
 import type { BlobStore } from '../storage/types.ts'
+import { backoffDelay } from '../lib/backoff.ts'
 
 export type ReloadResult = 'loaded' | 'unchanged' | 'rejected' | 'error'
 
@@ -95,7 +96,7 @@ export function createManifestCache (opts: ManifestCacheOptions): ManifestCache 
     if (stopped) return
     let delay: number
     if (manifest === undefined) {
-      delay = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(failures, 20))
+      delay = backoffDelay({ initialMs: retryMinMs, maxMs: retryMaxMs, jitter: 0.2 }, failures)
       failures++
     } else {
       failures = 0

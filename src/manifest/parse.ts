@@ -5,6 +5,7 @@
 
 import TOML from '@iarna/toml'
 import { z } from 'zod'
+import { UserError } from '../lib/errors.ts'
 
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,128}$/
 
@@ -61,7 +62,7 @@ export interface ManifestIssue {
   readonly message: string
 }
 
-export class ManifestError extends Error {
+export class ManifestError extends UserError {
   readonly issues: readonly ManifestIssue[]
   readonly source: string
 

@@ -15,6 +15,8 @@ import { pipeline } from 'node:stream/promises'
 import { Sha256Verifier } from './sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobProperties, BlobStore, ReadOptions, TextRead } from './types.ts'
+import { errnoCode } from '../lib/errors.ts'
+import { backoffDelay, wait } from '../lib/backoff.ts'
 
 function etagOf (s: BigIntStats): string {
   return `"${s.ino.toString(16)}-${s.size.toString(16)}-${s.mtimeNs.toString(16)}"`
@@ -25,7 +27,7 @@ function propertiesOf (s: BigIntStats): BlobProperties {
 }
 
 function toStorageError (err: unknown, path: string): StorageError {
-  const code = (err as NodeJS.ErrnoException).code
+  const code = errnoCode(err)
   if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') {
     return new StorageError('not-found', `blob "${path}" does not exist`, { code, cause: err })
   }
@@ -114,7 +116,7 @@ export function createLocalStore (directory: string): BlobStore {
         try {
           current = etagOf(await stat(full, { bigint: true }))
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toStorageError(err, path)
+          if (errnoCode(err) !== 'ENOENT') throw toStorageError(err, path)
         }
         if (current !== ifMatch) {
           throw new StorageError('changed', `blob "${path}" ${current === null ? 'does not exist' : 'changed'} since it was read`, { status: 412 })
@@ -156,18 +158,18 @@ export function createLocalStore (directory: string): BlobStore {
 
 async function lock (path: string): Promise<() => Promise<void>> {
   const deadline = Date.now() + 30_000
-  for (;;) {
+  for (let attempt = 0; ; attempt++) {
     try {
       const handle = await open(path, 'wx')
       await handle.close()
       return () => rm(path, { force: true })
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      if (errnoCode(err) !== 'EEXIST') throw err
       // A lock older than 30 s belongs to a writer that died.
       const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0)
       if (age > 30_000) await rm(path, { force: true })
       if (Date.now() > deadline) throw new StorageError('timeout', `could not lock ${path} within 30 s`)
-      await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20))
+      await wait(backoffDelay({ initialMs: 25, maxMs: 250, jitter: 0.8 }, attempt))
     }
   }
 }

@@ -13,13 +13,15 @@ import { proxyFor } from './azure/proxy.ts'
 import type { ProxyTarget } from './azure/proxy.ts'
 import { createLocalStore } from './local.ts'
 import type { BlobStore } from './types.ts'
+import { UserError } from '../lib/errors.ts'
+import { withoutQuery } from '../lib/net.ts'
 
 export type StorageTarget =
   | { readonly kind: 'local', readonly directory: string }
   | { readonly kind: 'azure', readonly url: string }
   | { readonly kind: 'connection-string' }
 
-export class StorageSpecError extends Error {
+export class StorageSpecError extends UserError {
   override name = 'StorageSpecError'
 }
 
@@ -95,7 +97,7 @@ function accountOf (connectionString: string): string {
   const account = /AccountName=([^;]+)/i.exec(connectionString)?.[1]
   if (account !== undefined) return `account ${account}`
   const endpoint = /BlobEndpoint=([^;]+)/i.exec(connectionString)?.[1]
-  return endpoint !== undefined ? `endpoint ${endpoint.replace(/\?.*$/, '')}` : 'its account'
+  return endpoint !== undefined ? `endpoint ${withoutQuery(endpoint)}` : 'its account'
 }
 
 export async function openStore (opts: StorageConfig, env: Readonly<Record<string, string | undefined>>): Promise<OpenedStore> {
@@ -129,7 +131,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
     } catch (err) {
       throw new StorageSpecError(`AZURE_STORAGE_CONNECTION_STRING is not a valid connection string: ${(err as Error).message}`)
     }
-    const description = `container "${opts.container}" at ${service.url.replace(/\?.*$/, '')} with a connection string (${accountOf(connectionString ?? '')})`
+    const description = `container "${opts.container}" at ${withoutQuery(service.url)} with a connection string (${accountOf(connectionString ?? '')})`
     return azure(service.getContainerClient(opts.container), description)
   }
 
@@ -137,7 +139,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
   if (url.search.includes('sig=')) {
     // A SAS URL carries its own authorization: no credential, and never log the query.
     const service = new BlobServiceClient(target.url, new AnonymousCredential(), pipelineOptions)
-    const description = `container "${opts.container}" at ${url.origin}${url.pathname} with a SAS token`
+    const description = `container "${opts.container}" at ${withoutQuery(url)} with a SAS token`
     return azure(service.getContainerClient(opts.container), description)
   }
   const { credential, description: how } = await chooseCredential({ env, identityClientId: opts.identityClientId, azureJsonPath: opts.azureJson })

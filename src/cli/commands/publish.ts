@@ -16,6 +16,8 @@ import { setEntry } from '../../manifest/edit.ts'
 import { openStore } from '../../storage/open.ts'
 import { isStorageError } from '../../storage/types.ts'
 import type { BlobStore } from '../../storage/types.ts'
+import { errnoCode } from '../../lib/errors.ts'
+import { backoffDelay, wait } from '../../lib/backoff.ts'
 
 export interface PublishResult {
   readonly entry: PackageEntry
@@ -60,7 +62,7 @@ export async function updateManifest (store: BlobStore, manifestPath: string, en
     } catch (err) {
       if (!isStorageError(err) || err.kind !== 'changed' || attempt >= maxAttempts) throw err
       // Someone else published in between: read their version and apply ours on top of it.
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 50 * Math.min(attempt, 8)))
+      await wait(backoffDelay({ initialMs: 50, maxMs: 400, jitter: 1 }, attempt - 1))
     }
   }
 }
@@ -75,7 +77,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
     size = s.size
   } catch (err) {
     if (err instanceof ConfigError) throw err
-    throw new ConfigError(`cannot read ${config.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(err) ?? (err as Error).message}`)
   }
   const path = config.path ?? basename(config.file)
   const checked = entrySchema.shape.path.safeParse(path)

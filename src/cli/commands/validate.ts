@@ -7,13 +7,14 @@ import type { ValidateConfig } from '../config.ts'
 import { ManifestError, formatIssue, parseManifest } from '../../manifest/parse.ts'
 import { openStore } from '../../storage/open.ts'
 import { isStorageError } from '../../storage/types.ts'
+import { errnoCode } from '../../lib/errors.ts'
 
 export async function validate (config: ValidateConfig, env: Readonly<Record<string, string | undefined>>, out: (line: string) => void, err: (line: string) => void): Promise<number> {
   let text: string
   try {
     text = await readFile(config.file, 'utf8')
   } catch (e) {
-    throw new ConfigError(`cannot read ${config.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(e) ?? (e as Error).message}`)
   }
   let manifest
   try {

@@ -5,8 +5,9 @@
 
 import { readFile } from 'node:fs/promises'
 import type { TokenCredential } from '@azure/identity'
+import { UserError } from '../../lib/errors.ts'
 
-export class CredentialConfigError extends Error {
+export class CredentialConfigError extends UserError {
   override name = 'CredentialConfigError'
 }
 

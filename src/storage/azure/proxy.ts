@@ -6,7 +6,8 @@
 // domain or below it. Where the SDK would misread a value (no scheme, blank), this refuses it
 // with a message instead. On AKS with the HTTP proxy feature these variables are in every pod.
 
-export class ProxyConfigError extends Error {
+import { UserError } from '../../lib/errors.ts'
+export class ProxyConfigError extends UserError {
   override name = 'ProxyConfigError'
 }
 

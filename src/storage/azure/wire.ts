@@ -19,6 +19,7 @@ import { connect as tlsConnect } from 'node:tls'
 import type { TLSSocket } from 'node:tls'
 import type { ProxyTarget } from './proxy.ts'
 import { StorageError } from '../types.ts'
+import { bracketHost } from '../../lib/net.ts'
 
 /** Bytes each connection reads at a time (one buffer per connection, reused). */
 const READ_BUFFER_BYTES = 256 * 1024
@@ -160,7 +161,7 @@ class Connection {
 
 /** The host as a URL or Host header writes it (an IPv6 literal in brackets). */
 function hostName (target: WireTarget): string {
-  return isIP(target.hostname) === 6 ? `[${target.hostname}]` : target.hostname
+  return bracketHost(target.hostname)
 }
 
 function proxyAuthorization (proxy: ProxyTarget): string {
