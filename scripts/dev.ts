@@ -70,6 +70,7 @@ async function main (): Promise<void> {
       azureJson: '/nonexistent/azure.json',
       manifest: 'packages.toml',
       pollInterval: 2,
+      storageTimeout: 30,
       host: 'localhost'
     }
     try {

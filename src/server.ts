@@ -6,16 +6,11 @@ import { buildApp } from './app.ts'
 import { listen } from './http/listen.ts'
 import type { Listener } from './http/listen.ts'
 import { openStore } from './storage/open.ts'
-import type { StorageConfig } from './storage/open.ts'
+import type { ServerConfig } from './cli/config.ts'
 import { withSharedReads } from './storage/shared-reads.ts'
 import { bracketHost } from './lib/net.ts'
 
-export interface ServerConfig extends StorageConfig {
-  readonly manifest: string
-  readonly pollInterval: number
-  readonly host: string
-  readonly port: number
-}
+export type { ServerConfig }
 
 export interface RunningServer {
   readonly app: FastifyInstance

@@ -11,31 +11,45 @@ const port = z.coerce.number({ message: 'must be a number' }).int('must be a who
 // Azure container names: 3-63 lowercase letters, digits and single hyphens ($root and $web aside).
 const container = z.string().regex(/^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/, 'must be an Azure container name (3-63 lowercase letters, digits and hyphens)')
 
+const seconds = (max: number) => z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must not be negative').max(max, `must be at most ${max} seconds`)
+
+const logLevel = z.enum(LOG_LEVELS, { message: `must be one of ${LOG_LEVELS.join(', ')}` })
+
+const manifest = z.string().min(1).max(1024).refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), 'must be a blob name in the container')
+
+/** Where the blobs are and as whom they are read: every command's storage flags. */
 export const storageOptionsSchema = z.object({
   storage: z.string().optional(),
   container,
   endpointSuffix: z.string().regex(/^[a-z0-9.-]+$/i, 'must be a DNS suffix such as core.windows.net'),
   identityClientId: z.string().optional(),
+  /** The node's azure.json, read for the kubelet identity. */
   azureJson: z.string().min(1),
+  /** Seconds: the bound on each storage request and on a silent download. */
   storageTimeout: z.coerce.number({ message: 'must be a number of seconds' }).min(0.1, 'must be at least 0.1 seconds').max(3600, 'must be at most 3600 seconds')
 })
 
-export const serveConfigSchema = storageOptionsSchema.extend({
+export type StorageConfig = Readonly<z.infer<typeof storageOptionsSchema>>
+
+/** The package server's flags, shared by `serve` and `run`. */
+export const serverOptionsSchema = storageOptionsSchema.extend({
   port,
   host: z.string().min(1, 'must not be empty'),
-  manifest: z.string().min(1).max(1024).refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), 'must be a blob name in the container'),
-  pollInterval: z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must be 0 (off) or more seconds').max(86_400, 'must be at most 86400 seconds'),
-  logLevel: z.enum(LOG_LEVELS, { message: `must be one of ${LOG_LEVELS.join(', ')}` })
+  manifest,
+  pollInterval: z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must be 0 (off) or more seconds').max(86_400, 'must be at most 86400 seconds')
 })
+
+export type ServerConfig = Readonly<z.infer<typeof serverOptionsSchema>>
+
+export const serveConfigSchema = serverOptionsSchema.extend({ logLevel })
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>
 
-const seconds = (max: number) => z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must not be negative').max(max, `must be at most ${max} seconds`)
-
-export const runConfigSchema = serveConfigSchema.extend({
+/** The launcher's own flags (`run`), on top of the server's. */
+export const launcherOptionsSchema = serverOptionsSchema.extend({
   action: z.string().min(1, 'ACTION must not be empty'),
   storage: z.string().min(1, 'STORAGE must not be empty'),
-  scriptArgs: z.array(z.string()),
+  scriptArgs: z.array(z.string()).readonly(),
   actionsDir: z.string().min(1),
   hostDir: z.string().min(1),
   hostPath: z.string().regex(/^\//, 'must be an absolute path on the node'),
@@ -45,15 +59,23 @@ export const runConfigSchema = serveConfigSchema.extend({
   force: z.boolean(),
   onFailure: z.enum(['exit', 'retry'], { message: 'must be exit or retry' }),
   watch: z.boolean(),
+  /** Seconds between checks of the action's content for --watch. */
   watchInterval: seconds(3600).min(0.05, 'must be at least 0.05 seconds'),
   stateDir: z.string().min(1),
   keepServing: z.boolean(),
   exitOnSuccess: z.boolean(),
+  /** Seconds before the first retry; doubles per failure up to retryMaxDelay. */
   retryDelay: seconds(86_400),
   retryMaxDelay: seconds(86_400),
+  /** Seconds between SIGTERM and SIGKILL for the script's processes. */
   killGrace: seconds(3600),
+  /** Seconds to wait for the first manifest before running the script anyway. */
   readyTimeout: seconds(3600)
 })
+
+export type LauncherConfig = Readonly<z.infer<typeof launcherOptionsSchema>>
+
+export const runConfigSchema = launcherOptionsSchema.extend({ logLevel })
 
 export type RunConfig = Readonly<z.infer<typeof runConfigSchema>>
 
@@ -63,8 +85,8 @@ export const publishConfigSchema = storageOptionsSchema.extend({
   tag: z.string(),
   path: z.string().optional(),
   sha256: z.boolean(),
-  manifest: serveConfigSchema.shape.manifest,
-  logLevel: serveConfigSchema.shape.logLevel
+  manifest,
+  logLevel
 })
 
 export type PublishConfig = Readonly<z.infer<typeof publishConfigSchema>>
@@ -72,42 +94,10 @@ export type PublishConfig = Readonly<z.infer<typeof publishConfigSchema>>
 export const validateConfigSchema = storageOptionsSchema.extend({
   file: z.string().min(1, 'FILE must not be empty'),
   remote: z.string().min(1).optional(),
-  logLevel: serveConfigSchema.shape.logLevel
+  logLevel
 })
 
 export type ValidateConfig = Readonly<z.infer<typeof validateConfigSchema>>
-
-const flagNames: Record<string, string> = {
-  storage: 'STORAGE',
-  port: '--port',
-  host: '--host',
-  container: '--container',
-  manifest: '--manifest',
-  pollInterval: '--poll-interval',
-  endpointSuffix: '--endpoint-suffix',
-  identityClientId: '--identity-client-id',
-  azureJson: '--azure-json',
-  storageTimeout: '--storage-timeout',
-  logLevel: '--log-level',
-  action: 'ACTION',
-  actionsDir: '--actions-dir',
-  hostDir: '--host-dir',
-  hostPath: '--host-path',
-  nsenter: '--no-nsenter',
-  nsenterTarget: '--nsenter-target',
-  onFailure: '--on-failure',
-  watchInterval: '--watch-interval',
-  stateDir: '--state-dir',
-  retryDelay: '--retry-delay',
-  retryMaxDelay: '--retry-max-delay',
-  killGrace: '--kill-grace',
-  readyTimeout: '--ready-timeout',
-  file: 'FILE',
-  name: '--name',
-  tag: '--tag',
-  path: '--path',
-  remote: '--remote'
-}
 
 /** Reads a boolean flag's PKG_SERVE_* variable: 1/true/yes/on or 0/false/no/off. */
 export function parseBooleanEnv (name: string, value: string): boolean {
@@ -120,14 +110,17 @@ export class ConfigError extends UserError {
   override name = 'ConfigError'
 }
 
-/** Parses raw option values; throws ConfigError naming the flag and what it must be. */
-export function parseConfig<T extends z.ZodType> (schema: T, raw: unknown): Readonly<z.infer<T>> {
+/**
+ * Parses raw option values; throws ConfigError naming the flag (as `flagOf` spells it: the
+ * command's own option list) and what it must be.
+ */
+export function parseConfig<T extends z.ZodType> (schema: T, raw: Readonly<Record<string, unknown>>, flagOf: (key: string) => string): Readonly<z.infer<T>> {
   const result = schema.safeParse(raw)
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? '')
-      const value = (raw as Record<string, unknown>)[key]
-      return `${flagNames[key] ?? key} ${value === undefined ? '' : `${JSON.stringify(value)} `}${issue.message}`
+      const value = raw[key]
+      return `${flagOf(key)} ${value === undefined ? '' : `${JSON.stringify(value)} `}${issue.message}`
     })
     throw new ConfigError(`invalid ${problems.join('; ')}`)
   }

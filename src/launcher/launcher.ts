@@ -7,7 +7,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Listener } from '../http/listen.ts'
 import { listenApp, openApp, urlFor } from '../server.ts'
-import type { ServerConfig } from '../server.ts'
+import type { LauncherConfig } from '../cli/config.ts'
 import { installAction, listActions, readAction } from './actions.ts'
 import type { ActionScript } from './actions.ts'
 import { buildCommand } from './nsenter.ts'
@@ -16,32 +16,6 @@ import type { ScriptResult } from './supervise.ts'
 import { createOnceRecords, createStateDir, runKey } from './state.ts'
 import type { Status } from './state.ts'
 import { withoutQuery } from '../lib/net.ts'
-
-export interface LauncherConfig extends ServerConfig {
-  readonly action: string
-  readonly scriptArgs: readonly string[]
-  readonly actionsDir: string
-  readonly hostDir: string
-  readonly hostPath: string
-  readonly nsenter: boolean
-  readonly nsenterTarget: string
-  readonly once: boolean
-  readonly force: boolean
-  readonly onFailure: 'exit' | 'retry'
-  readonly watch: boolean
-  /** Seconds between checks of the action's content for --watch. */
-  readonly watchInterval: number
-  readonly stateDir: string
-  readonly keepServing: boolean
-  readonly exitOnSuccess: boolean
-  /** Seconds before the first retry; doubles per failure up to retryMaxDelay. */
-  readonly retryDelay: number
-  readonly retryMaxDelay: number
-  /** Seconds between SIGTERM and SIGKILL for the script's process tree. */
-  readonly killGrace: number
-  /** Seconds to wait for the first manifest before running the script anyway. */
-  readonly readyTimeout: number
-}
 
 export interface LauncherDeps {
   readonly logger: FastifyBaseLogger

@@ -13,6 +13,7 @@ import { proxyFor } from './azure/proxy.ts'
 import type { ProxyTarget } from './azure/proxy.ts'
 import { createLocalStore } from './local.ts'
 import type { BlobStore } from './types.ts'
+import type { StorageConfig } from '../cli/config.ts'
 import { UserError } from '../lib/errors.ts'
 import { withoutQuery } from '../lib/net.ts'
 
@@ -67,18 +68,6 @@ export function parseStorage (spec: string | undefined, opts: { endpointSuffix: 
   }
   if (hasConnectionString) return { kind: 'connection-string' }
   throw new StorageSpecError('no STORAGE given: name a storage account, a blob endpoint URL or a local directory (or set AZURE_STORAGE_CONNECTION_STRING)')
-}
-
-/** The storage part of every command's config (the flags storageOptions() in main.ts declares). */
-export interface StorageConfig {
-  readonly storage?: string | undefined
-  readonly container: string
-  readonly endpointSuffix: string
-  readonly identityClientId?: string | undefined
-  /** The node's azure.json, read for the kubelet identity. */
-  readonly azureJson: string
-  /** Seconds: the bound on each storage request and on a silent download (default 30). */
-  readonly storageTimeout?: number | undefined
 }
 
 export interface OpenedStore {

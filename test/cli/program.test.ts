@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
-import { runCli } from '../helpers/cli.ts'
+import { runCli, runCliInProcess } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/tmp.ts'
 
 function assertOneLineError (r: { status: number | null, stderr: string }, pattern: RegExp): void {
@@ -30,25 +30,25 @@ test('--version and --help', () => {
   assert.match(none.stderr, /Usage: pkg-serve/)
 })
 
-test('unknown commands and flags', () => {
-  assertOneLineError(runCli(['serve', '--bogus', './x']), /unknown option '--bogus'/)
-  assertOneLineError(runCli(['srve']), /unknown command 'srve'/)
+test('unknown commands and flags', async () => {
+  assertOneLineError(await runCliInProcess(['serve', '--bogus', './x']), /unknown option '--bogus'/)
+  assertOneLineError(await runCliInProcess(['srve']), /unknown command 'srve'/)
 })
 
 test('bad flag values name the flag, from argv or from PKG_SERVE_*', async (t) => {
   const dir = await tempDir(t)
-  assertOneLineError(runCli(['serve', '--port', 'abc', dir], noAzure), /invalid --port "abc" must be a number/)
-  assertOneLineError(runCli(['serve', dir], { ...noAzure, PKG_SERVE_PORT: '70000' }), /invalid --port "70000" must be 0 to 65535/)
-  assertOneLineError(runCli(['serve', '--poll-interval', '-1', dir], noAzure), /invalid --poll-interval "-1"/)
-  assertOneLineError(runCli(['serve', '--container', 'Bad_Name', dir], noAzure), /invalid --container "Bad_Name" must be an Azure container name/)
-  assertOneLineError(runCli(['serve', '--log-level', 'loud', dir], noAzure), /argument 'loud' is invalid.*Allowed choices are fatal, error/)
+  assertOneLineError(await runCliInProcess(['serve', '--port', 'abc', dir], noAzure), /invalid --port "abc" must be a number/)
+  assertOneLineError(await runCliInProcess(['serve', dir], { ...noAzure, PKG_SERVE_PORT: '70000' }), /invalid --port "70000" must be 0 to 65535/)
+  assertOneLineError(await runCliInProcess(['serve', '--poll-interval', '-1', dir], noAzure), /invalid --poll-interval "-1"/)
+  assertOneLineError(await runCliInProcess(['serve', '--container', 'Bad_Name', dir], noAzure), /invalid --container "Bad_Name" must be an Azure container name/)
+  assertOneLineError(await runCliInProcess(['serve', '--log-level', 'loud', dir], noAzure), /argument 'loud' is invalid.*Allowed choices are fatal, error/)
 })
 
-test('bad STORAGE values say what STORAGE can be', () => {
-  assertOneLineError(runCli(['serve'], noAzure), /no STORAGE given: name a storage account, a blob endpoint URL or a local directory/)
-  assertOneLineError(runCli(['serve', 'Not_An_Account!'], noAzure), /STORAGE "Not_An_Account!" is not a storage account name/)
-  assertOneLineError(runCli(['serve', './no/such/dir'], noAzure), /local storage directory .*no\/such\/dir does not exist/)
-  assertOneLineError(runCli(['serve', 'file://host/x'], noAzure), /not a valid file: URL/)
+test('bad STORAGE values say what STORAGE can be', async () => {
+  assertOneLineError(await runCliInProcess(['serve'], noAzure), /no STORAGE given: name a storage account, a blob endpoint URL or a local directory/)
+  assertOneLineError(await runCliInProcess(['serve', 'Not_An_Account!'], noAzure), /STORAGE "Not_An_Account!" is not a storage account name/)
+  assertOneLineError(await runCliInProcess(['serve', './no/such/dir'], noAzure), /local storage directory .*no\/such\/dir does not exist/)
+  assertOneLineError(await runCliInProcess(['serve', 'file://host/x'], noAzure), /not a valid file: URL/)
 })
 
 test('a port in use is one line that says so', async (t) => {
@@ -58,7 +58,7 @@ test('a port in use is one line that says so', async (t) => {
   t.after(() => new Promise<void>((resolve) => blocker.close(() => resolve())))
   const address = blocker.address()
   assert.ok(typeof address === 'object' && address !== null)
-  const r = runCli(['serve', '--port', String(address.port), '--log-level', 'silent', dir], noAzure)
+  const r = await runCliInProcess(['serve', '--port', String(address.port), '--log-level', 'silent', dir], noAzure)
   assertOneLineError(r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${address.port}: the port is in use`))
 })
 
@@ -67,11 +67,11 @@ test('run: a missing action lists the actions that exist; bad flags name the fla
   const { writeConfigMap } = await import('../helpers/configmap.ts')
   await writeConfigMap(dir, { install: '#!/bin/sh\n', cleanup: '#!/bin/sh\n' })
   const base = ['run', '--actions-dir', dir, '--host-dir', `${dir}/host`, '--state-dir', `${dir}/state`, '--no-nsenter']
-  assertOneLineError(runCli([...base, 'instal', dir], noAzure), /no action "instal" in .*; the actions there are: cleanup, install$/)
-  assertOneLineError(runCli(['run', '--actions-dir', `${dir}/none`, 'install', dir], noAzure), /the actions directory .*\/none does not exist or cannot be read \(is the ConfigMap mounted\?\)/)
-  assertOneLineError(runCli([...base, 'install'], noAzure), /missing required argument 'storage'/)
-  assertOneLineError(runCli([...base, '--on-failure', 'later', 'install', dir], noAzure), /argument 'later' is invalid. Allowed choices are exit, retry/)
-  assertOneLineError(runCli([...base, '--nsenter-target', 'self', 'install', dir], noAzure), /invalid --nsenter-target "self" must be a process id/)
-  assertOneLineError(runCli([...base, 'install', dir], { ...noAzure, PKG_SERVE_ONCE: 'maybe' }), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
-  assertOneLineError(runCli([...base, '../etc/passwd', dir], noAzure), /action "\.\.\/etc\/passwd" is not a file name/)
+  assertOneLineError(await runCliInProcess([...base, 'instal', dir], noAzure), /no action "instal" in .*; the actions there are: cleanup, install$/)
+  assertOneLineError(await runCliInProcess(['run', '--actions-dir', `${dir}/none`, 'install', dir], noAzure), /the actions directory .*\/none does not exist or cannot be read \(is the ConfigMap mounted\?\)/)
+  assertOneLineError(await runCliInProcess([...base, 'install'], noAzure), /missing required argument 'storage'/)
+  assertOneLineError(await runCliInProcess([...base, '--on-failure', 'later', 'install', dir], noAzure), /argument 'later' is invalid. Allowed choices are exit, retry/)
+  assertOneLineError(await runCliInProcess([...base, '--nsenter-target', 'self', 'install', dir], noAzure), /invalid --nsenter-target "self" must be a process id/)
+  assertOneLineError(await runCliInProcess([...base, 'install', dir], { ...noAzure, PKG_SERVE_ONCE: 'maybe' }), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
+  assertOneLineError(await runCliInProcess([...base, '../etc/passwd', dir], noAzure), /action "\.\.\/etc\/passwd" is not a file name/)
 })

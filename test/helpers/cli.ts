@@ -22,6 +22,23 @@ export function runCli (args: readonly string[], env: Record<string, string | un
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/**
+ * Runs a command in this process through the same main() as the bin, with its own env and
+ * output buffers: for commands that end by themselves (errors, validate, publish), without the
+ * cost of a process. An unexpected error is reported as the bin would (one line, exit 1).
+ */
+export async function runCliInProcess (args: readonly string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  const { main } = await import('../../src/cli/program.ts')
+  let stdout = ''
+  let stderr = ''
+  const io = { out: (s: string) => { stdout += s }, err: (s: string) => { stderr += s } }
+  const status = await main(['node', 'pkg-serve', ...args], { ...process.env, ...env }, io).catch((err: unknown) => {
+    stderr += `pkg-serve: ${err instanceof Error ? err.message : String(err)}\n`
+    return 1
+  })
+  return { status, stdout, stderr }
+}
+
 export interface RunningCli {
   readonly child: ChildProcess
   /** Every JSON log line so far. */

@@ -6,7 +6,7 @@
 
 import { AnonymousCredential, ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
-import type { TokenCredential } from '@azure/core-auth'
+import type { TokenCredential } from '@azure/identity'
 import type { ProxyTarget } from './proxy.ts'
 import { StorageError } from '../types.ts'
 import { createWire } from './wire.ts'
