@@ -75,3 +75,18 @@ test('run: a missing action lists the actions that exist; bad flags name the fla
   assertOneLineError(await runCliInProcess([...base, 'install', dir], { ...noAzure, PKG_SERVE_ONCE: 'maybe' }), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
   assertOneLineError(await runCliInProcess([...base, '../etc/passwd', dir], noAzure), /action "\.\.\/etc\/passwd" is not a file name/)
 })
+
+test('the program reads the env it is given, not process.env', async (t) => {
+  const dir = await tempDir(t)
+  process.env.PKG_SERVE_LOG_LEVEL = 'loud'
+  t.after(() => { delete process.env.PKG_SERVE_LOG_LEVEL })
+  const { main } = await import('../../src/cli/program.ts')
+  let stderr = ''
+  const io = { out: () => {}, err: (s: string) => { stderr += s } }
+  // With process.env read, 'loud' would be refused before the missing directory is reported.
+  assert.equal(await main(['node', 'pkg-serve', 'serve', `${dir}/none`], {}, io), 2)
+  assert.match(stderr, /local storage directory .*none does not exist/)
+  stderr = ''
+  assert.equal(await main(['node', 'pkg-serve', 'serve', `${dir}/none`], { PKG_SERVE_LOG_LEVEL: 'loud' }, io), 2)
+  assert.match(stderr, /value 'loud' from env 'PKG_SERVE_LOG_LEVEL' is invalid/)
+})
