@@ -32,12 +32,12 @@ async function appWithStorage (t: TestContext, fail: () => StorageError | undefi
     stat: async (path: string) => {
       const err = path === 'packages.toml' ? undefined : fail()
       if (err !== undefined) throw err
-      return await local.stat(path)
+      return local.stat(path)
     },
     read: async (...args: Parameters<typeof local.read>) => {
       const err = args[0] === 'packages.toml' ? undefined : fail()
       if (err !== undefined) throw err
-      return await local.read(...args)
+      return local.read(...args)
     }
   }
   const app = await buildApp({ store, manifestPath: 'packages.toml', pollIntervalSeconds: 0 }, { loggerInstance: pino({ level: 'info' }, sink) })

@@ -4,6 +4,7 @@
 
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
+import { z } from 'zod'
 import { LOG_LEVELS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
 import { publish } from './commands/publish.ts'
 import { validate } from './commands/validate.ts'
@@ -13,7 +14,7 @@ import { UserError, errnoCode, isUserError } from '../lib/errors.ts'
 
 type Env = Readonly<Record<string, string | undefined>>
 
-const { version } = createRequire(import.meta.url)('../../package.json') as { version: string }
+const { version } = z.object({ version: z.string() }).parse(createRequire(import.meta.url)('../../package.json'))
 
 /** The PKG_SERVE_* variable of a flag: --poll-interval reads PKG_SERVE_POLL_INTERVAL. */
 function envName (option: Option): string {
@@ -86,14 +87,13 @@ export class UsageError extends UserError {
 }
 
 function describeListenError (err: unknown): string | undefined {
-  const e = err as { syscall?: string, address?: string, port?: number, message?: string }
-  if (e.syscall !== 'listen') return undefined
-  const where = `${e.address ?? ''}:${e.port ?? ''}`
+  if (!(err instanceof Error) || !('syscall' in err) || err.syscall !== 'listen') return undefined
+  const where = `${'address' in err ? String(err.address) : ''}:${'port' in err ? String(err.port) : ''}`
   switch (errnoCode(err)) {
     case 'EADDRINUSE': return `cannot listen on ${where}: the port is in use (choose another --port, or 0 for a free one)`
     case 'EACCES': return `cannot listen on ${where}: permission denied (ports below 1024 need privileges)`
     case 'EADDRNOTAVAIL': return `cannot listen on ${where}: no such local address (check --host)`
-    default: return `cannot listen on ${where}: ${e.message ?? 'failed'}`
+    default: return `cannot listen on ${where}: ${err.message}`
   }
 }
 

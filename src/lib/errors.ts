@@ -14,6 +14,6 @@ export function isUserError (err: unknown): err is UserError {
 
 /** The errno code of a failed system call (`ENOENT`, `EADDRINUSE`, …), if it has one. */
 export function errnoCode (err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null | undefined)?.code
-  return typeof code === 'string' ? code : undefined
+  if (typeof err !== 'object' || err === null || !('code' in err)) return undefined
+  return typeof err.code === 'string' ? err.code : undefined
 }

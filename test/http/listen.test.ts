@@ -6,7 +6,7 @@ import { listen, serverTimeouts } from '../../src/http/listen.ts'
 const handler = (_req: unknown, res: { end: (s: string) => void }): void => { res.end('ok') }
 
 test('localhost is 127.0.0.1 and ::1 on one port, whatever the resolver says', async (t) => {
-  const l = await listen(handler as never, { host: 'localhost', port: 0, closeGraceMs: 100 })
+  const l = await listen(handler, { host: 'localhost', port: 0, closeGraceMs: 100 })
   t.after(() => l.close())
   assert.deepEqual(l.addresses, ['127.0.0.1', '::1'])
   for (const host of ['127.0.0.1', '::1']) {
@@ -18,7 +18,7 @@ test('localhost is 127.0.0.1 and ::1 on one port, whatever the resolver says', a
 test('server timeouts are set, and a client that never finishes its headers is cut', async (t) => {
   assert.ok(serverTimeouts.headersTimeout > 0 && serverTimeouts.headersTimeout <= 30_000)
   assert.ok(serverTimeouts.requestTimeout > 0 && serverTimeouts.keepAliveTimeout > 0 && serverTimeouts.socketTimeout > 0)
-  const l = await listen(handler as never, { host: '127.0.0.1', port: 0, closeGraceMs: 100, timeouts: { headersTimeout: 300, requestTimeout: 600 } })
+  const l = await listen(handler, { host: '127.0.0.1', port: 0, closeGraceMs: 100, timeouts: { headersTimeout: 300, requestTimeout: 600 } })
   t.after(() => l.close())
   const started = Date.now()
   const answer = await new Promise<string>((resolve) => {
