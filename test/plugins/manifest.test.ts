@@ -2,18 +2,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { FastifyInstance } from 'fastify'
 import { localApp } from '../helpers/app.ts'
+import { until } from '../helpers/until.ts'
 
 const POLL_SECONDS = 0.1
-
-async function eventually<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 async function readyz (app: FastifyInstance) {
   return (await app.inject('/readyz')).json()
@@ -26,7 +17,7 @@ test('hot reload: a new entry is served within a poll; broken manifests never re
 
   const started = Date.now()
   await put('packages.toml', good + "[b.latest]\npath = 'b.txt'\n")
-  await eventually('the new entry', async () => (await app.inject('/pkg/b/latest')).statusCode === 200 ? true : undefined)
+  await until('the new entry', async () => (await app.inject('/pkg/b/latest')).statusCode === 200 ? true : undefined)
   const reloadMs = Date.now() - started
   assert.ok(reloadMs < POLL_SECONDS * 1000 * 1.1 + 1000, `took ${reloadMs} ms`)
 
@@ -40,7 +31,7 @@ test('hot reload: a new entry is served within a poll; broken manifests never re
   for (const [text, expected] of broken) {
     const goodEtag = (await readyz(app)).manifest.etag
     await put('packages.toml', text)
-    const status = await eventually('the rejection', async () => {
+    const status = await until('the rejection', async () => {
       const body = await readyz(app)
       return body.manifest.lastError !== null ? body : undefined
     })
@@ -51,7 +42,7 @@ test('hot reload: a new entry is served within a poll; broken manifests never re
     assert.equal((await app.inject('/pkg/a/latest')).body, 'A')
     // Repair before the next case, so each rejection is observed on its own.
     await put('packages.toml', good + "[b.latest]\npath = 'b.txt'\n" + `# ${Math.random()}\n`)
-    await eventually('the repair', async () => (await readyz(app)).manifest.lastError === null ? true : undefined)
+    await until('the repair', async () => (await readyz(app)).manifest.lastError === null ? true : undefined)
   }
 
   const metrics = (await app.inject('/metrics')).body

@@ -4,13 +4,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { AccountSASPermissions } from '@azure/storage-blob'
 import { startAzurite } from '../../helpers/azurite.ts'
 import { startCli } from '../../helpers/cli.ts'
 import { tempDir } from '../../helpers/tmp.ts'
+import { until } from '../../helpers/until.ts'
 
 const exec = promisify(execFile)
 const isRoot = process.getuid?.() === 0
@@ -130,7 +131,8 @@ sha256 = '${'0'.repeat(64)}'
     await container.getBlockBlobClient('small.txt').uploadData(before)
     const out = join(dir, 'overwritten')
     const download = run('curl', ['-sS', '-f', '--limit-rate', '2M', '-o', out, `${url}/pkg/small/latest`])
-    await new Promise((resolve) => setTimeout(resolve, 700))
+    // Overwrite once the download has begun: the first bytes are on disk.
+    await until('the first bytes of the download', async () => (await stat(out).catch(() => undefined))?.size ? true : undefined)
     await container.getBlockBlobClient('small.txt').uploadData(after)
     const r = await download
     const got = await readFile(out)
