@@ -1,0 +1,149 @@
+// Parallel ranged reads delivered in order: over a range reader on real bytes whose reads finish
+// in random order, break, lie about their length, or never end; with a shared budget and a
+// consumer that leaves.
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ReadAheadBudget, parallelRead } from '../../src/storage/parallel-read.ts'
+import type { RangeReader } from '../../src/storage/parallel-read.ts'
+import { until } from '../helpers/until.ts'
+
+const KiB = 1024
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+/** A reader over `blob` that sends each range in small pieces after a random delay. */
+function reader (blob: Buffer, opts: { fault?: (start: number, end: number, call: number) => 'short' | 'long' | 'error' | 'hang' | undefined } = {}) {
+  const stats = { calls: 0, open: 0, maxOpen: 0, ranges: [] as Array<[number, number]> }
+  const read: RangeReader = async (start, end, signal) => {
+    const call = stats.calls++
+    stats.ranges.push([start, end])
+    await sleep(Math.random() * 5)
+    const fault = opts.fault?.(start, end, call)
+    if (fault === 'error') throw new Error('connection refused')
+    const stop = fault === 'short' ? start + Math.floor((end - start) / 2) : fault === 'long' ? end + 10 : end
+    stats.open++
+    stats.maxOpen = Math.max(stats.maxOpen, stats.open)
+    let at = start
+    const stream = new Readable({
+      read () {
+        setTimeout(() => { step(this) }, Math.random() * 2)
+      },
+      destroy (err, cb) { stats.open--; cb(err) }
+    })
+    function step (stream: Readable): void {
+      if (signal.aborted) { stream.destroy(); return }
+      if (fault === 'hang' && at > start) return
+      if (at > stop) {
+        if (fault === 'short') stream.destroy(new Error('ECONNRESET'))
+        else stream.push(null)
+        return
+      }
+      const next = Math.min(stop, at + 7 * KiB)
+      stream.push(fault === 'long' && next > end ? Buffer.alloc(next - at + 1, 1) : blob.subarray(at, next + 1))
+      at = next + 1
+    }
+    return stream
+  }
+  return { read, stats }
+}
+
+async function collect (stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for await (const part of stream) parts.push(part as Buffer)
+  return Buffer.concat(parts)
+}
+
+test('bytes arrive in order, every range once, with at most `connections` reads at a time', async () => {
+  const blob = randomBytes(1024 * KiB + 123)
+  for (const [start, end] of [[0, blob.length - 1], [5, blob.length - 1], [100 * KiB + 1, 700 * KiB - 1], [7, 7]] as const) {
+    const { read, stats } = reader(blob)
+    const budget = new ReadAheadBudget(10 * 1024 * KiB)
+    const got = await collect(parallelRead({ start, end, chunkBytes: 64 * KiB, connections: 4, budget, readRange: read }))
+    assert.equal(sha(got), sha(blob.subarray(start, end + 1)), `${start}-${end}`)
+    assert.ok(stats.maxOpen <= 4, `${stats.maxOpen} reads at once`)
+    const covered = stats.ranges.map(([s, e]) => e - s + 1).reduce((a, b) => a + b, 0)
+    assert.equal(covered, end - start + 1, 'every byte asked for once')
+    assert.equal(budget.inUse, 0, 'the budget is all returned')
+  }
+})
+
+test('a read that breaks is resumed from its next byte; one that errors is retried when retryable', async () => {
+  const blob = randomBytes(512 * KiB)
+  const broken = new Set<number>()
+  const { read, stats } = reader(blob, {
+    fault: (start) => {
+      // Every third chunk fails once: alternately a break halfway through and a refused read.
+      const index = start / (32 * KiB)
+      if (!Number.isInteger(index) || index % 3 !== 1 || broken.has(start)) return undefined
+      broken.add(start)
+      return index % 2 === 0 ? 'short' : 'error'
+    }
+  })
+  const budget = new ReadAheadBudget(1024 * KiB)
+  const got = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget, readRange: read, retryable: (err) => ['connection refused', 'ECONNRESET'].includes((err as Error).message) }))
+  assert.equal(sha(got), sha(blob))
+  assert.equal(broken.size, 5)
+  assert.ok(stats.calls > 512 / 32, 'some ranges were read again')
+  assert.equal(budget.inUse, 0)
+})
+
+test('an error that is not retryable, a persistent break, or too many bytes fail the stream', async () => {
+  const blob = randomBytes(256 * KiB)
+  for (const fault of ['error', 'short', 'long'] as const) {
+    const budget = new ReadAheadBudget(1024 * KiB)
+    const { read, stats } = reader(blob, { fault: (start) => start === 64 * KiB ? fault : undefined })
+    const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget, readRange: read, attempts: 3 })
+    await assert.rejects(collect(stream), fault === 'error' ? /connection refused/ : fault === 'long' ? /more than the/ : /of the 32768 bytes|ECONNRESET|closed the read/)
+    await until('reads closed', () => stats.open === 0 ? true : undefined)
+    assert.equal(budget.inUse, 0, `${fault}: budget returned`)
+  }
+})
+
+test('a consumer that leaves cancels every read in flight and returns the budget', async () => {
+  const blob = randomBytes(2048 * KiB)
+  const { read, stats } = reader(blob, { fault: (start) => start >= 256 * KiB ? 'hang' : undefined })
+  const budget = new ReadAheadBudget(4096 * KiB)
+  const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 128 * KiB, connections: 6, budget, readRange: read })
+  let seen = 0
+  await assert.rejects(pipeline(stream, new Writable({
+    write (chunk: Buffer, _enc, cb) {
+      seen += chunk.length
+      cb(seen > 200 * KiB ? new Error('client left') : null)
+    }
+  })), /client left/)
+  await until('every read closed', () => stats.open === 0 ? true : undefined)
+  assert.equal(budget.inUse, 0)
+})
+
+test('many downloads share the budget: none fails, and read-ahead never exceeds it', async () => {
+  const blob = randomBytes(1024 * KiB)
+  const budget = new ReadAheadBudget(256 * KiB)
+  let peak = 0
+  const { read } = reader(blob)
+  const watched: RangeReader = async (start, end, signal) => {
+    peak = Math.max(peak, budget.inUse)
+    return read(start, end, signal)
+  }
+  const results = await Promise.all(Array.from({ length: 12 }, () => collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 8, budget, readRange: watched }))))
+  for (const got of results) assert.equal(sha(got), sha(blob))
+  assert.ok(peak <= 256 * KiB, `peak read-ahead ${peak}`)
+  assert.equal(budget.inUse, 0)
+})
+
+test('a slow consumer holds back only its own window', async () => {
+  const blob = randomBytes(4096 * KiB)
+  const { read, stats } = reader(blob)
+  const budget = new ReadAheadBudget(100 * 1024 * KiB)
+  const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 4, budget, readRange: read })
+  // Nobody reads: after the window is full, nothing more is asked of storage.
+  await until('the window filled', () => stats.calls >= 4 ? true : undefined)
+  await sleep(100)
+  assert.ok(stats.calls <= 4, `${stats.calls} reads for an idle consumer`)
+  assert.ok(budget.inUse <= 3 * 64 * KiB)
+  const got = await collect(stream)
+  assert.equal(sha(got), sha(blob))
+})
