@@ -147,15 +147,11 @@ greet
   await t.test('--on-failure retry retries with backoff until the script succeeds', async (t) => {
     const f = await fixture(t, azurite, {
       install: `#!/bin/sh
-n=$(cat /tmp/pkg-serve-attempts 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/pkg-serve-attempts
+f="$(dirname "$0")/attempts"; n=$(cat "$f" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$f"
 echo "attempt $n"
 [ "$n" -ge 3 ]
 `
     })
-    // /tmp on the node is the machine's /tmp here: keep the counter in a fresh place.
-    const counter = '/tmp/pkg-serve-attempts'
-    await writeFile(counter, '0')
-    t.after(() => writeFile(counter, '0'))
     const cli = f.launch(['--on-failure', 'retry', '--retry-delay', '0.2', '--retry-max-delay', '0.4', 'install', 'acct'])
     // 0.2 s, then 0.4 s, less up to 20% jitter.
     await cli.waitForLog((l) => /^retrying action install in 0\.2s/.test(String(l.msg)))
