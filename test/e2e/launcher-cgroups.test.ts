@@ -7,7 +7,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startCli } from '../helpers/cli.ts'
 import type { RunningCli } from '../helpers/cli.ts'
@@ -61,7 +61,7 @@ async function fixture (t: Ctx, actions: Record<string, string>, opts: { nodeCgr
   const stateDir = join(dir, 'state')
   const storage = join(dir, 'storage')
   await writeConfigMap(actionsDir, actions)
-  await writeConfigMap(storage, {})
+  await mkdir(storage)
   await writeFile(join(storage, 'packages.toml'), '')
   return {
     node,

@@ -6,7 +6,7 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startCli } from '../helpers/cli.ts'
 import type { RunningCli } from '../helpers/cli.ts'
@@ -23,7 +23,7 @@ type Ctx = Parameters<typeof tempDir>[0]
 async function launch (t: Ctx, script: string): Promise<{ cli: RunningCli, pieces: () => number }> {
   const dir = await tempDir(t)
   await writeConfigMap(join(dir, 'actions'), { big: script })
-  await writeConfigMap(join(dir, 'storage'), {})
+  await mkdir(join(dir, 'storage'))
   await writeFile(join(dir, 'storage', 'packages.toml'), '')
   let pieces = 0
   const cli = startCli(t, [
