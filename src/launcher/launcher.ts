@@ -152,7 +152,8 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
     log.info({ cgroup: placement.dir, scriptCgroup: placement.mode }, `the script runs in cgroup ${placement.dir} (${placement.mode === 'pod' ? "inside the pod's cgroup: the pod's limits apply" : "on the node: the pod's limits do not apply"})`)
   }
   const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, await state.read(), log)
-  if (recovered !== undefined) status = { ...status, recovered }
+  // At once: the earlier launcher's "running" must not stay on show while this one starts up.
+  await update(recovered !== undefined ? { recovered } : {})
   await state.heartbeat()
   const heartbeat = setInterval(() => { state.heartbeat().catch(() => {}) }, 10_000)
   heartbeat.unref()
