@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import { startAzurite } from '../helpers/azurite.ts'
 import type { Azurite } from '../helpers/azurite.ts'
@@ -253,7 +254,10 @@ wait
     await cli.waitForLog((l) => l.msg === 'started')
     // The script prints "started" after it wrote every PID but the last background one's child's.
     let pids: number[] = []
-    while (pids.length < 5) pids = (await readFile(join(f.hostDir, 'pids'), 'utf8')).split('\n').filter(Boolean).map(Number)
+    while (pids.length < 5) {
+      pids = (await readFile(join(f.hostDir, 'pids'), 'utf8')).split('\n').filter(Boolean).map(Number)
+      if (pids.length < 5) await sleep(20)
+    }
     assert.equal(pids.length, 5)
     const port = Number((await status(f)).port)
     assert.ok(portAnswers(port))
