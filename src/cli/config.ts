@@ -55,6 +55,7 @@ export const launcherOptionsSchema = serverOptionsSchema.extend({
   hostPath: z.string().regex(/^\//, 'must be an absolute path on the node'),
   nsenter: z.boolean(),
   nsenterTarget: z.string().regex(/^[1-9]\d*$/, 'must be a process id'),
+  scriptCgroup: z.enum(['pod', 'node'], { message: 'must be pod or node' }),
   once: z.boolean(),
   force: z.boolean(),
   onFailure: z.enum(['exit', 'retry'], { message: 'must be exit or retry' }),

@@ -13,5 +13,7 @@ export function createLogger (level: string): Logger {
       paths: ['req.headers.authorization', 'headers.authorization', '*.connectionString', '*.accountKey', '*.sasToken'],
       censor: '[redacted]'
     }
-  })
+    // Synchronous writes: a log reader that falls behind slows the writer instead of growing an
+    // in-memory queue (the launcher logs whatever a script prints; memory must not follow it).
+  }, pino.destination({ dest: 1, sync: true }))
 }

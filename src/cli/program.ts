@@ -132,6 +132,7 @@ export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut:
     .addOption(flag('--host-path <dir>', 'the same directory as the node sees it').default('/opt/actions'))
     .addOption(flag('--nsenter-target <pid>', "process whose namespaces are the node's (with hostPID, 1)").default('1'))
     .addOption(flag('--no-nsenter', 'run the script in this container instead of on the node (development)'))
+    .addOption(flag('--script-cgroup <where>', "the script's cgroup: pod (inside the pod's, its limits apply) or node (on the node, outside them)").choices(['pod', 'node']).default('pod'))
     .addOption(flag('--once', 'skip the script when this exact script and args already succeeded on this node').default(false))
     .addOption(flag('--force', 'with --once, run even when a record says it succeeded').default(false))
     .addOption(flag('--on-failure <mode>', 'exit (with the script\'s code) or retry (stay up, not ready, with backoff)').choices(['exit', 'retry']).default('exit'))

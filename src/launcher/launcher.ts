@@ -1,9 +1,12 @@
 // The DaemonSet entrypoint's life: copy the action to the host, open the package server on a
 // free loopback port, run the action on the node through nsenter, report (log, status.json,
 // ready file), close the port, then idle — or retry, or rerun when the ConfigMap changes.
-// It must never leave the script's processes behind on a stop, never pass its own environment
-// (credentials) to the script, and never keep the port open after success unless asked to.
+// It must never leave the script's processes behind on a stop (the run's cgroup, cgroup.ts),
+// never pass its own environment (credentials) to the script, never keep the port open after
+// success unless asked to, and never show a run as "running" that it is not running: at start it
+// ends what an earlier launcher of the same action left (a crash, an OOM kill) and says so.
 
+import { constants as osConstants } from 'node:os'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Listener } from '../http/listen.ts'
 import { listenApp, openApp, urlFor } from '../server.ts'
@@ -14,8 +17,11 @@ import { buildCommand } from './nsenter.ts'
 import { runScript } from './supervise.ts'
 import type { ScriptResult } from './supervise.ts'
 import { createOnceRecords, createStateDir, runKey } from './state.ts'
-import type { Status } from './state.ts'
+import type { Recovered, Status } from './state.ts'
+import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, stopCgroup } from './cgroup.ts'
+import type { RunCgroup } from './cgroup.ts'
 import { withoutQuery } from '../lib/net.ts'
+import { backoffDelay, wait } from '../lib/backoff.ts'
 
 export interface LauncherDeps {
   readonly logger: FastifyBaseLogger
@@ -27,32 +33,72 @@ export interface LauncherDeps {
 /** PATH for the script on the node; nothing else of this container's environment is passed. */
 const NODE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
-const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGABRT: 6, SIGSEGV: 11, SIGPIPE: 13 }
-
+/** The shell's convention: 128 + the number of the signal that ended the process. */
 export function exitCodeOf (result: Pick<ScriptResult, 'exitCode' | 'signal'>): number {
   if (result.exitCode !== null) return result.exitCode
-  return 128 + (result.signal !== null ? SIGNAL_NUMBERS[result.signal] ?? 1 : 1)
+  return 128 + (result.signal !== null ? osConstants.signals[result.signal] : 1)
 }
 
+const STOPPED_EXIT_CODE = 128 + osConstants.signals.SIGTERM
+
 /** Resolves when any signal aborts, or after ms (undefined: never); says which. */
-function waitFor (signals: readonly AbortSignal[], ms?: number): Promise<'timeout' | AbortSignal> {
-  return new Promise((resolve) => {
-    const already = signals.find((s) => s.aborted)
-    if (already !== undefined) { resolve(already); return }
-    // A ref'd timer: an idle launcher must stay alive until it is told to stop.
-    const timer = ms === undefined ? setInterval(() => {}, 1 << 30) : setTimeout(() => { done('timeout') }, ms)
-    const listeners = signals.map((s) => {
-      const listener = (): void => { done(s) }
-      s.addEventListener('abort', listener, { once: true })
-      return [s, listener] as const
-    })
-    function done (why: 'timeout' | AbortSignal): void {
-      clearTimeout(timer)
-      clearInterval(timer)
-      for (const [s, l] of listeners) s.removeEventListener('abort', l)
-      resolve(why)
+async function waitFor (signals: readonly AbortSignal[], ms?: number): Promise<'timeout' | AbortSignal> {
+  const any = AbortSignal.any([...signals])
+  try {
+    if (ms !== undefined) {
+      await wait(ms, any)
+      return 'timeout'
     }
-  })
+    // A ref'd timer: an idle launcher must stay alive until it is told to stop.
+    for (;;) await wait(2 ** 31 - 1, any)
+  } catch (err) {
+    const aborted = signals.find((s) => s.aborted)
+    if (aborted === undefined) throw err
+    return aborted
+  }
+}
+
+/**
+ * Ends what an earlier launcher of this action left running (it crashed or was OOM-killed while
+ * its script ran): the cgroup at this action's known path, and the one its status.json names.
+ * Says so in the log; the result goes into status.json with the earlier status.
+ */
+async function recoverEarlierRun (
+  config: LauncherConfig, placement: RunCgroup | undefined, previous: Status | undefined, log: FastifyBaseLogger
+): Promise<Recovered | undefined> {
+  const dirs = new Set<string>()
+  if (placement !== undefined) dirs.add(placement.dir)
+  const recorded = previous?.action === config.action ? previous.cgroup : undefined
+  if (typeof recorded === 'string' && await isRunCgroup(recorded, config.action)) dirs.add(recorded)
+
+  const found: string[] = []
+  let stoppedProcesses = 0
+  for (const dir of dirs) {
+    if (!await exists(dir)) continue
+    found.push(dir)
+    const pids = await cgroupPids(dir)
+    const processes = await describe(pids)
+    const result = await stopCgroup(dir, config.killGrace * 1000)
+    stoppedProcesses += result.processes
+    if (result.processes > 0) {
+      log.warn({ cgroup: dir, processes, killed: result.killed, previousPhase: previous?.phase },
+        `an earlier launcher of action ${config.action} left ${result.processes} process(es) running in cgroup ${dir}${describePrevious(previous)}: stopped them${result.killed ? ' (some needed SIGKILL)' : ''}`)
+    }
+    if (!result.removed) log.error({ cgroup: dir }, `cgroup ${dir} of an earlier run could not be removed: a process in it does not die (uninterruptible I/O?)`)
+  }
+  const interrupted = previous?.action === config.action && previous.phase === 'running'
+  if (interrupted && stoppedProcesses === 0) {
+    log.warn({ previousPhase: previous.phase }, `the earlier launcher of action ${config.action} ended while its run was in progress${describePrevious(previous)}; that run never finished and ${placement !== undefined ? 'nothing of it is left running' : 'without cgroup v2 its leftovers cannot be found'}`)
+  }
+  if (!interrupted && stoppedProcesses === 0) return undefined
+  const earlier: Omit<Status, 'recovered'> | null = previous === undefined ? null : (({ recovered: _, ...rest }) => rest)(previous)
+  return { at: new Date().toISOString(), previous: earlier, stoppedProcesses, cgroups: found }
+}
+
+function describePrevious (previous: Status | undefined): string {
+  if (previous === undefined) return ''
+  const since = previous.startedAt != null ? ` since ${previous.startedAt}` : ''
+  return ` (its last status: ${previous.phase}${since}, attempt ${previous.attempts})`
 }
 
 export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): Promise<number> {
@@ -68,6 +114,18 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
     await state.write(status)
   }
   await state.init()
+
+  // Where the runs' cgroup goes, or why there is none; then end what an earlier launcher left,
+  // before anything of this one starts.
+  const placement = await placeRun(config)
+  if ('unavailable' in placement) {
+    log.warn({ reason: placement.unavailable }, `no cgroup v2 for the script (${placement.unavailable}): falling back to its process tree, which a daemon started with setsid or a double fork can leave; it may outlive a stop`)
+  } else {
+    log.info({ cgroup: placement.dir, scriptCgroup: placement.mode }, `the script runs in cgroup ${placement.dir} (${placement.mode === 'pod' ? "inside the pod's cgroup: the pod's limits apply" : "on the node: the pod's limits do not apply"})`)
+  }
+  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, await state.read(), log)
+  // At once: the earlier launcher's "running" must not stay on show while this one starts up.
+  await update(recovered !== undefined ? { recovered } : {})
   await state.heartbeat()
   const heartbeat = setInterval(() => { state.heartbeat().catch(() => {}) }, 10_000)
   heartbeat.unref()
@@ -138,7 +196,17 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
     // Stopped, or the action changed, while waiting: do not start what would be killed at once.
     if (stop.aborted || changed.signal.aborted) return { exitCode: null, signal: null, durationMs: 0, stopped: true }
 
-    const command = buildCommand({ ...config, args })
+    // The run's own cgroup; should it fail (permissions, a read-only mount), the process tree.
+    let cgroup: RunCgroup | undefined
+    if (!('unavailable' in placement)) {
+      try {
+        await createCgroup(placement.dir)
+        cgroup = placement
+      } catch (err) {
+        log.warn({ cgroup: placement.dir, err: (err as Error).message }, `cannot make the cgroup ${placement.dir} for the run (${(err as Error).message}): falling back to the script's process tree`)
+      }
+    }
+    const command = buildCommand({ ...config, args, cgroup })
     const env = {
       PATH: NODE_PATH,
       HOME: '/root',
@@ -147,16 +215,24 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       PKG_SERVE_STORAGE: withoutQuery(config.storage ?? '')
     }
     const startedAt = new Date()
-    await update({ phase: 'running', attempts: status.attempts + 1, port, startedAt: startedAt.toISOString(), finishedAt: null, durationMs: null, exitCode: null, signal: null, nextAttemptAt: null })
+    await update({ phase: 'running', attempts: status.attempts + 1, port, cgroup: cgroup?.dir ?? null, startedAt: startedAt.toISOString(), finishedAt: null, durationMs: null, exitCode: null, signal: null, nextAttemptAt: null })
     log.info({ argv: [command.file, ...command.args], port }, `running action ${config.action} (attempt ${status.attempts}) with PKG_SERVE_RUN_PORT=${port}`)
 
     const running = runScript(command.file, command.args, env, {
-      line: (stream, text) => { log.info({ stream }, text) }
-    })
+      line: (stream, text, continues) => { log.info(continues ? { stream, continues } : { stream }, text) },
+      warn: (fields, message) => { log.warn(fields, message) }
+    }, { cgroup: cgroup?.dir, graceMs: config.killGrace * 1000 })
     const finished = new AbortController()
-    running.done.then(() => { finished.abort() })
-    const why = await waitFor([finished.signal, stop, changed.signal])
-    const result = why === finished.signal ? await running.done : await running.stop(config.killGrace * 1000)
+    running.done.then(() => { finished.abort() }, () => {})
+    let result: ScriptResult
+    try {
+      const why = await waitFor([finished.signal, stop, changed.signal])
+      result = why === finished.signal ? await running.done : await running.stop(config.killGrace * 1000)
+    } catch (err) {
+      // Whatever went wrong here, the script must not run on unsupervised.
+      await running.stop(config.killGrace * 1000)
+      throw err
+    }
     const seconds = (result.durationMs / 1000).toFixed(2)
     const how = result.stopped
       ? `stopped (${stop.aborted ? 'pkg-serve is stopping' : 'the action changed'})`
@@ -165,11 +241,24 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       { exitCode: result.exitCode, signal: result.signal, durationMs: result.durationMs },
       `action ${config.action} ${how} after ${seconds}s`
     )
-    await update({ exitCode: result.exitCode, signal: result.signal, finishedAt: new Date().toISOString(), durationMs: result.durationMs })
+    await update({ exitCode: result.exitCode, signal: result.signal, cgroup: null, finishedAt: new Date().toISOString(), durationMs: result.durationMs })
     return result
   }
 
   try {
+    return await loop()
+  } catch (err) {
+    // Never leave "running" (or "starting") behind for a run this launcher no longer runs.
+    await update({ phase: 'failed', cgroup: null, message: `pkg-serve failed: ${(err as Error).message}` }).catch(() => {})
+    throw err
+  } finally {
+    clearInterval(heartbeat)
+    if (watcher !== undefined) clearInterval(watcher)
+    await closeListener()
+    await app?.close()
+  }
+
+  async function loop (): Promise<number> {
     for (;;) {
       await state.setReady(false)
       const result = await runOnce()
@@ -180,10 +269,17 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       if (result !== 'skipped' && result.stopped) {
         if (stop.aborted) {
           await update({ phase: 'stopped' })
-          return 128 + 15
+          return STOPPED_EXIT_CODE
         }
       } else if (succeeded) {
-        if (result !== 'skipped') await once.record(config.action, runKey(script.sha256, args), args)
+        if (result !== 'skipped') {
+          try {
+            await once.record(config.action, runKey(script.sha256, args), args)
+          } catch (err) {
+            // The run succeeded; a missing record only means the next start runs it again.
+            log.warn({ err: (err as Error).message }, `cannot write the --once record in ${config.hostDir} (${(err as Error).message}): the action succeeded, but the next start will run it again`)
+          }
+        }
         await update({ phase: result === 'skipped' ? 'skipped' : 'succeeded' })
         await state.setReady(true)
         if (config.exitOnSuccess) return 0
@@ -204,13 +300,15 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
           await update({ phase: 'failed', message: `exit code ${code}` })
           return code
         }
-        const delayS = Math.min(config.retryMaxDelay, config.retryDelay * 2 ** Math.max(0, status.attempts - 1))
-        await update({ phase: 'retrying', nextAttemptAt: new Date(Date.now() + delayS * 1000).toISOString(), message: `exit code ${code}` })
+        // Jitter: nodes that fail together (storage down) must not retry in lockstep.
+        const delayMs = backoffDelay({ initialMs: config.retryDelay * 1000, maxMs: config.retryMaxDelay * 1000, jitter: 0.2 }, status.attempts - 1)
+        const delayS = Number((delayMs / 1000).toFixed(1))
+        await update({ phase: 'retrying', nextAttemptAt: new Date(Date.now() + delayMs).toISOString(), message: `exit code ${code}` })
         log.warn({ delaySeconds: delayS }, `retrying action ${config.action} in ${delayS}s (--on-failure retry)`)
-        if (await waitFor([stop, changed.signal], delayS * 1000) === stop) {
+        if (await waitFor([stop, changed.signal], delayMs) === stop) {
           // Stopped before the script ever succeeded: not a clean exit.
           await update({ phase: 'stopped' })
-          return 128 + 15
+          return STOPPED_EXIT_CODE
         }
       }
 
@@ -224,10 +322,5 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
         await update({ scriptSha256: script.sha256, attempts: 0, phase: 'starting' })
       }
     }
-  } finally {
-    clearInterval(heartbeat)
-    if (watcher !== undefined) clearInterval(watcher)
-    await closeListener()
-    await app?.close()
   }
 }

@@ -1,7 +1,8 @@
 // The launcher's state on disk: status.json (for humans and tools) and the `ready` file the
 // DaemonSet's readiness probe tests, both in --state-dir; and the --once records in the host
 // dir, which outlive the pod. Every write is atomic (temp file + rename): a probe or a reader
-// never sees half a file.
+// never sees half a file. status.json names the run's cgroup while it runs, so that a launcher
+// starting after a crash can find and end what the earlier one left (see launcher.ts).
 
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises'
@@ -23,7 +24,21 @@ export interface Status {
   readonly durationMs?: number | null
   readonly nextAttemptAt?: string | null
   readonly message?: string
+  /** The run's cgroup directory while it runs (null: none, the process-tree fallback). */
+  readonly cgroup?: string | null
+  /** Set when this launcher found an earlier launcher's run unfinished (a crash, an OOM kill). */
+  readonly recovered?: Recovered
   readonly updatedAt: string
+}
+
+export interface Recovered {
+  readonly at: string
+  /** The earlier launcher's last status (without its own `recovered`). */
+  readonly previous: Omit<Status, 'recovered'> | null
+  /** Processes of the earlier run that were still running, and were stopped. */
+  readonly stoppedProcesses: number
+  /** The cgroups they were found in (removed). */
+  readonly cgroups: readonly string[]
 }
 
 async function writeAtomic (path: string, data: string): Promise<void> {
@@ -54,6 +69,15 @@ export function createStateDir (dir: string) {
     async init (): Promise<void> {
       await mkdir(dir, { recursive: true })
       await rm(readyFile, { force: true })
+    },
+    /** The status an earlier launcher left; undefined when there is none or it is unreadable. */
+    async read (): Promise<Status | undefined> {
+      try {
+        const status = JSON.parse(await readFile(statusFile, 'utf8')) as unknown
+        return typeof status === 'object' && status !== null && 'phase' in status ? status as Status : undefined
+      } catch {
+        return undefined
+      }
     },
     async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
       await writeAtomic(statusFile, `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)

@@ -44,14 +44,25 @@ export interface RunningCli {
   /** Every JSON log line so far. */
   readonly logs: Array<Record<string, unknown>>
   readonly stderr: () => string
+  /** Lines that keepLine did not keep. */
+  dropped: number
   waitForLog (predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
   exited (): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
   stop (): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
+export interface StartOptions {
+  /** A command that execs its arguments (say, one that joins a cgroup first); the pid stays pkg-serve's when it execs. */
+  readonly prefix?: readonly string[]
+  /** False: the line is not kept in `logs` (only counted in `dropped`): a test that logs gigabytes. */
+  readonly keepLine?: (raw: string) => boolean
+}
+
 /** Starts a long-running command (serve, run) and collects its JSON log lines. */
-export function startCli (t: TestContext, args: readonly string[], env: Record<string, string | undefined> = {}): RunningCli {
-  const child = spawn(process.execPath, cliArgs(args), { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+export function startCli (t: TestContext, args: readonly string[], env: Record<string, string | undefined> = {}, options: StartOptions = {}): RunningCli {
+  const [file = process.execPath, ...prefixArgs] = options.prefix ?? []
+  const argv = options.prefix === undefined ? cliArgs(args) : [...prefixArgs, process.execPath, ...cliArgs(args)]
+  const child = spawn(file, argv, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const logs: Array<Record<string, unknown>> = []
   const waiters = new Set<() => void>()
   let buffered = ''
@@ -62,6 +73,10 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
     while ((nl = buffered.indexOf('\n')) >= 0) {
       const line = buffered.slice(0, nl)
       buffered = buffered.slice(nl + 1)
+      if (options.keepLine?.(line) === false) {
+        running.dropped++
+        continue
+      }
       try {
         logs.push(JSON.parse(line) as Record<string, unknown>)
       } catch {
@@ -82,6 +97,7 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
     child,
     logs,
     stderr: () => stderr,
+    dropped: 0,
     waitForLog (predicate, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {

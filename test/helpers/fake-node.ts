@@ -22,14 +22,27 @@ export interface FakeNode {
   readonly root: string
 }
 
-export async function startFakeNode (t: TestContext, hostname = 'fake-node'): Promise<FakeNode> {
+export interface FakeNodeOptions {
+  /**
+   * Make the node's cgroups this cgroup v2 directory, as a node with cgroup v2 alone sees them:
+   * its own cgroup namespace rooted there, cgroup2 mounted at /sys/fs/cgroup.
+   */
+  readonly cgroup?: string
+}
+
+export async function startFakeNode (t: TestContext, hostname = 'fake-node', options: FakeNodeOptions = {}): Promise<FakeNode> {
   const root = await tempDir(t, 'pkg-serve-node-')
   const hostDir = join(root, 'container-host-dir')
   const hostPath = join(root, 'node-opt-actions')
   await mkdir(hostDir)
   await mkdir(hostPath)
-  const script = 'hostname "$1" && mount --bind "$2" "$3" && echo "$$" && exec sleep 3600'
-  const child = spawn('unshare', ['--mount', '--uts', '--fork', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', hostname, hostDir, hostPath], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const cgroup2 = options.cgroup === undefined ? '' : 'mount -t cgroup2 none /sys/fs/cgroup && '
+  const script = `hostname "$1" && mount --bind "$2" "$3" && ${cgroup2}echo "$$" && exec sleep 3600`
+  const unshare = ['unshare', '--mount', '--uts', ...(options.cgroup === undefined ? [] : ['--cgroup']), '--fork', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', hostname, hostDir, hostPath]
+  // Joins the cgroup first: the new cgroup namespace is rooted where unshare runs.
+  const argv = options.cgroup === undefined ? unshare : ['sh', '-c', 'echo 0 > "$1/cgroup.procs" && shift && exec "$@"', 'join', options.cgroup, ...unshare]
+  const [file = 'unshare', ...args] = argv
+  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   const pid = await new Promise<number>((resolve, reject) => {
     let out = ''
     let err = ''

@@ -1,12 +1,16 @@
 // `pkg-serve run` for real: a fake node (own mount and UTS namespaces) entered through nsenter,
-// real scripts, real wget against the package server backed by Azurite.
+// real scripts, real wget against the package server backed by Azurite. As root every launcher
+// runs in a cgroup of its own; without root the tests that do not need nsenter run with
+// --no-nsenter, so a non-root run still covers the launcher.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import { startAzurite } from '../helpers/azurite.ts'
 import type { Azurite } from '../helpers/azurite.ts'
@@ -16,12 +20,18 @@ import { writeConfigMap } from '../helpers/configmap.ts'
 import { NEEDS_ROOT, isRoot, startFakeNode } from '../helpers/fake-node.ts'
 import type { FakeNode } from '../helpers/fake-node.ts'
 import { tempDir } from '../helpers/tmp.ts'
+import { inCgroup, testCgroup } from '../helpers/cgroup.ts'
 
 const PACKAGE = Buffer.from('#!/bin/sh\necho "tool 1.0 installed"\n')
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex')
 
 interface Fixture {
-  readonly node: FakeNode
+  /** The fake node, when the launcher enters one (root); else the script runs here (--no-nsenter). */
+  readonly node: FakeNode | undefined
+  /** The host dir as the launcher sees it. */
+  readonly hostDir: string
+  /** The hostname the script sees. */
+  readonly hostname: string
   readonly actionsDir: string
   readonly stateDir: string
   launch (args: readonly string[], extraEnv?: Record<string, string>): RunningCli
@@ -30,26 +40,32 @@ interface Fixture {
 type Ctx = Parameters<typeof startFakeNode>[0]
 
 async function fixture (t: Ctx, azurite: Azurite, actions: Record<string, string>): Promise<Fixture> {
-  const node = await startFakeNode(t)
+  const node = isRoot ? await startFakeNode(t) : undefined
   const dir = await tempDir(t)
   const actionsDir = join(dir, 'actions')
   const stateDir = join(dir, 'state')
+  const hostDir = node?.hostDir ?? join(dir, 'host')
   await writeConfigMap(actionsDir, actions)
+  // A cgroup per launcher: concurrent tests never share the run cgroup of an action.
+  const prefix = isRoot ? inCgroup(await testCgroup(t, 'launcher')) : undefined
+  const where = node === undefined
+    ? ['--no-nsenter', '--host-dir', hostDir]
+    : ['--host-dir', node.hostDir, '--host-path', node.hostPath, '--nsenter-target', String(node.pid)]
   return {
     node,
+    hostDir,
+    hostname: node?.hostname ?? hostname(),
     actionsDir,
     stateDir,
     launch (args, extraEnv = {}) {
       return startCli(t, [
         'run',
         '--actions-dir', actionsDir,
-        '--host-dir', node.hostDir,
-        '--host-path', node.hostPath,
-        '--nsenter-target', String(node.pid),
+        ...where,
         '--state-dir', stateDir,
         '--kill-grace', '1',
         ...args
-      ], { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString, ...extraEnv })
+      ], { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString, ...extraEnv }, { prefix })
     }
   }
 }
@@ -65,13 +81,13 @@ function portAnswers (port: number): boolean {
   return spawnSync('curl', ['-s', '-o', '/dev/null', '--max-time', '2', `http://127.0.0.1:${port}/healthz`]).status === 0
 }
 
-test('pkg-serve run on a fake node', { skip: isRoot ? false : NEEDS_ROOT }, async (t) => {
+test('pkg-serve run on a fake node (as root) or here (--no-nsenter)', async (t) => {
   const azurite = await startAzurite(t)
   const container = await azurite.container('pkg')
   await container.getBlockBlobClient('tools/tool-1.0.sh').uploadData(PACKAGE)
   await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(`[tool.'1.0']\npath = 'tools/tool-1.0.sh'\nsha256 = '${sha256(PACKAGE)}'\n`))
 
-  await t.test('the script runs on the node, downloads its package and gets its args; the port closes after success', async (t) => {
+  await t.test('the script runs on the node, downloads its package and gets its args; the port closes after success', { skip: isRoot ? false : NEEDS_ROOT }, async (t) => {
     const f = await fixture(t, azurite, {
       install: `#!/bin/bash
 set -euo pipefail
@@ -109,7 +125,7 @@ greet
     assert.deepEqual(s.args, ['one', 'two words', '--force'])
     assert.ok(existsSync(join(f.stateDir, 'ready')))
     assert.ok(existsSync(join(f.stateDir, 'heartbeat')), 'no heartbeat for the liveness probe')
-    assert.equal((await readFile(join(f.node.hostDir, 'install'))).toString().split('\n')[0], '#!/bin/bash')
+    assert.equal((await readFile(join(f.hostDir, 'install'))).toString().split('\n')[0], '#!/bin/bash')
 
     const port = Number(s.port)
     assert.ok(port > 0)
@@ -123,7 +139,7 @@ greet
     const cli = f.launch(['install', 'acct'])
     const { code } = await cli.exited()
     assert.equal(code, 3)
-    assert.ok(scriptLines(cli).includes('failing on fake-node'))
+    assert.ok(scriptLines(cli).includes(`failing on ${f.hostname}`))
     assert.ok(cli.logs.some(msgIs('action install exited with code 3 after')))
     assert.equal(existsSync(join(f.stateDir, 'ready')), false)
     assert.equal((await status(f)).phase, 'failed')
@@ -132,20 +148,17 @@ greet
   await t.test('--on-failure retry retries with backoff until the script succeeds', async (t) => {
     const f = await fixture(t, azurite, {
       install: `#!/bin/sh
-n=$(cat /tmp/pkg-serve-attempts 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/pkg-serve-attempts
+f="$(dirname "$0")/attempts"; n=$(cat "$f" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$f"
 echo "attempt $n"
 [ "$n" -ge 3 ]
 `
     })
-    // /tmp on the node is the machine's /tmp here: keep the counter in a fresh place.
-    const counter = '/tmp/pkg-serve-attempts'
-    await writeFile(counter, '0')
-    t.after(() => writeFile(counter, '0'))
     const cli = f.launch(['--on-failure', 'retry', '--retry-delay', '0.2', '--retry-max-delay', '0.4', 'install', 'acct'])
-    await cli.waitForLog(msgIs('retrying action install in 0.2s'))
+    // 0.2 s, then 0.4 s, less up to 20% jitter.
+    await cli.waitForLog((l) => /^retrying action install in 0\.2s/.test(String(l.msg)))
     assert.equal(existsSync(join(f.stateDir, 'ready')), false)
     assert.equal((await status(f)).phase, 'retrying')
-    await cli.waitForLog(msgIs('retrying action install in 0.4s'))
+    await cli.waitForLog((l) => /^retrying action install in 0\.[34]s/.test(String(l.msg)))
     await cli.waitForLog(msgIs('done:'))
     assert.deepEqual(scriptLines(cli), ['attempt 1', 'attempt 2', 'attempt 3'])
     const s = await status(f)
@@ -157,7 +170,7 @@ echo "attempt $n"
 
   await t.test('--once skips a script that already succeeded, and runs it again when it or its args change', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\necho "ran with $*" >> "$(dirname "$0")/runs.log"\n' })
-    const runs = async (): Promise<string[]> => (await readFile(join(f.node.hostDir, 'runs.log'), 'utf8').catch(() => '')).split('\n').filter(Boolean)
+    const runs = async (): Promise<string[]> => (await readFile(join(f.hostDir, 'runs.log'), 'utf8').catch(() => '')).split('\n').filter(Boolean)
     const once = async (args: string[]): Promise<RunningCli> => {
       const cli = f.launch(['--once', '--exit-on-success', ...args])
       assert.equal((await cli.exited()).code, 0, cli.stderr())
@@ -188,10 +201,10 @@ echo "attempt $n"
     const cli = f.launch(['--watch', '--watch-interval', '0.1', 'install', 'acct'])
     await cli.waitForLog(msgIs('done:'))
     await writeConfigMap(f.actionsDir, { install: '#!/bin/sh\necho "version two on $(hostname)"\n' })
-    await cli.waitForLog((l) => l.msg === 'version two on fake-node')
+    await cli.waitForLog((l) => l.msg === `version two on ${f.hostname}`)
     const s = await status(f)
     assert.equal(s.scriptSha256, sha256('#!/bin/sh\necho "version two on $(hostname)"\n'))
-    await cli.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('done:') && cli.logs.indexOf(l) > cli.logs.findIndex((x) => x.msg === 'version two on fake-node'))
+    await cli.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('done:') && cli.logs.indexOf(l) > cli.logs.findIndex((x) => x.msg === `version two on ${f.hostname}`))
     assert.equal((await status(f)).phase, 'succeeded')
     assert.equal(cli.child.exitCode, null)
     await cli.stop()
@@ -210,7 +223,21 @@ echo "attempt $n"
     assert.equal(portAnswers(port), false)
   })
 
-  await t.test('SIGTERM during a script ends its whole process tree and closes the server', async (t) => {
+  await t.test('a --once record that cannot be written is a warning: the success stands', async (t) => {
+    const f = await fixture(t, azurite, { install: '#!/bin/sh\necho ran\n' })
+    // A file where the records' directory should be: no write can succeed, root or not.
+    await mkdir(f.hostDir, { recursive: true })
+    await writeFile(join(f.hostDir, '.pkg-serve-once'), 'in the way')
+    const cli = f.launch(['--once', '--exit-on-success', 'install', 'acct'])
+    assert.equal((await cli.exited()).code, 0, cli.stderr())
+    const warning = cli.logs.find(msgIs('cannot write the --once record in'))
+    assert.equal(warning?.level, 40)
+    assert.match(String(warning.msg), /the action succeeded, but the next start will run it again/)
+    assert.equal((await status(f)).phase, 'succeeded')
+    assert.ok(existsSync(join(f.stateDir, 'ready')))
+  })
+
+  await t.test('SIGTERM during a script ends its whole process tree and closes the server', { skip: isRoot ? false : NEEDS_ROOT }, async (t) => {
     const f = await fixture(t, azurite, {
       install: `#!/bin/bash
 pids="$(dirname "$0")/pids"
@@ -225,8 +252,12 @@ wait
     })
     const cli = f.launch(['--kill-grace', '1', 'install', 'acct'])
     await cli.waitForLog((l) => l.msg === 'started')
-    await new Promise((resolve) => setTimeout(resolve, 300))
-    const pids = (await readFile(join(f.node.hostDir, 'pids'), 'utf8')).split('\n').filter(Boolean).map(Number)
+    // The script prints "started" after it wrote every PID but the last background one's child's.
+    let pids: number[] = []
+    while (pids.length < 5) {
+      pids = (await readFile(join(f.hostDir, 'pids'), 'utf8')).split('\n').filter(Boolean).map(Number)
+      if (pids.length < 5) await sleep(20)
+    }
     assert.equal(pids.length, 5)
     const port = Number((await status(f)).port)
     assert.ok(portAnswers(port))
