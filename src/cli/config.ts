@@ -63,6 +63,7 @@ export const publishConfigSchema = storageOptionsSchema.extend({
   tag: z.string(),
   path: z.string().optional(),
   sha256: z.boolean(),
+  overwrite: z.boolean(),
   manifest: serveConfigSchema.shape.manifest,
   logLevel: serveConfigSchema.shape.logLevel
 })

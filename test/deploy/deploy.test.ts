@@ -238,7 +238,7 @@ test('the example ConfigMap script installs the package through the launcher on 
     const cli = startCli(t, [
       'run', '--actions-dir', actions, '--host-dir', node.hostDir, '--host-path', node.hostPath,
       '--nsenter-target', String(node.pid), '--state-dir', join(work, 'state'), '--exit-on-success',
-      'install', 'mystorageaccountname', '--root', root
+      'install', 'devstoreaccount1', '--root', root
     ], { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString })
     return { cli, exit: await cli.exited() }
   }

@@ -88,7 +88,7 @@ greet
 `,
       'lib.sh': 'greet() { echo "hello from a helper in the same ConfigMap"; }\n'
     })
-    const cli = f.launch(['install', 'mystorageaccountname', 'one', 'two words', '--force'])
+    const cli = f.launch(['install', 'devstoreaccount1', 'one', 'two words', '--force'])
     const done = await cli.waitForLog(msgIs('done:'))
     assert.equal(done.level, 30)
     const lines = scriptLines(cli)
@@ -120,7 +120,7 @@ greet
 
   await t.test('a failing script: its exit code is the launcher\'s, not ready', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\necho "failing on $(hostname)"\nexit 3\n' })
-    const cli = f.launch(['install', 'acct'])
+    const cli = f.launch(['install', 'devstoreaccount1'])
     const { code } = await cli.exited()
     assert.equal(code, 3)
     assert.ok(scriptLines(cli).includes('failing on fake-node'))
@@ -141,7 +141,7 @@ echo "attempt $n"
     const counter = '/tmp/pkg-serve-attempts'
     await writeFile(counter, '0')
     t.after(() => writeFile(counter, '0'))
-    const cli = f.launch(['--on-failure', 'retry', '--retry-delay', '0.2', '--retry-max-delay', '0.4', 'install', 'acct'])
+    const cli = f.launch(['--on-failure', 'retry', '--retry-delay', '0.2', '--retry-max-delay', '0.4', 'install', 'devstoreaccount1'])
     await cli.waitForLog(msgIs('retrying action install in 0.2s'))
     assert.equal(existsSync(join(f.stateDir, 'ready')), false)
     assert.equal((await status(f)).phase, 'retrying')
@@ -163,29 +163,29 @@ echo "attempt $n"
       assert.equal((await cli.exited()).code, 0, cli.stderr())
       return cli
     }
-    await once(['install', 'acct', 'a'])
-    const skipped = await once(['install', 'acct', 'a'])
+    await once(['install', 'devstoreaccount1', 'a'])
+    const skipped = await once(['install', 'devstoreaccount1', 'a'])
     assert.ok(skipped.logs.some(msgIs('action install already succeeded on this node')))
     assert.equal((await status(f)).phase, 'skipped')
     assert.ok(existsSync(join(f.stateDir, 'ready')), 'a skipped run is ready')
     assert.deepEqual(await runs(), ['ran with a'])
 
-    await once(['install', 'acct', 'b'])
+    await once(['install', 'devstoreaccount1', 'b'])
     assert.deepEqual(await runs(), ['ran with a', 'ran with b'])
-    await once(['--force', 'install', 'acct', 'b'])
+    await once(['--force', 'install', 'devstoreaccount1', 'b'])
     assert.deepEqual(await runs(), ['ran with a', 'ran with b', 'ran with b'])
     await writeConfigMap(f.actionsDir, { install: '#!/bin/sh\necho "v2 ran with $*" >> "$(dirname "$0")/runs.log"\n' })
-    await once(['install', 'acct', 'b'])
+    await once(['install', 'devstoreaccount1', 'b'])
     assert.deepEqual(await runs(), ['ran with a', 'ran with b', 'ran with b', 'v2 ran with b'])
     // The env variable reads true and false as such.
-    const fromEnv = f.launch(['--exit-on-success', 'install', 'acct', 'b'], { PKG_SERVE_ONCE: 'false' })
+    const fromEnv = f.launch(['--exit-on-success', 'install', 'devstoreaccount1', 'b'], { PKG_SERVE_ONCE: 'false' })
     assert.equal((await fromEnv.exited()).code, 0)
     assert.equal((await runs()).length, 5)
   })
 
   await t.test('--watch reruns the script when the ConfigMap changes, without a restart', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\necho "version one on $(hostname)"\n' })
-    const cli = f.launch(['--watch', '--watch-interval', '0.1', 'install', 'acct'])
+    const cli = f.launch(['--watch', '--watch-interval', '0.1', 'install', 'devstoreaccount1'])
     await cli.waitForLog(msgIs('done:'))
     await writeConfigMap(f.actionsDir, { install: '#!/bin/sh\necho "version two on $(hostname)"\n' })
     await cli.waitForLog((l) => l.msg === 'version two on fake-node')
@@ -199,7 +199,7 @@ echo "attempt $n"
 
   await t.test('--keep-serving keeps the port open after success, and /metrics counts the run', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\nwget -q -O /dev/null "$PKG_SERVE_RUN_URL/pkg/tool/1.0"\n' })
-    const cli = f.launch(['--keep-serving', '--on-failure', 'retry', 'install', 'acct'])
+    const cli = f.launch(['--keep-serving', '--on-failure', 'retry', 'install', 'devstoreaccount1'])
     await cli.waitForLog(msgIs('done: still serving on port'))
     const port = Number((await status(f)).port)
     assert.ok(portAnswers(port))
@@ -223,7 +223,7 @@ echo started
 wait
 `
     })
-    const cli = f.launch(['--kill-grace', '1', 'install', 'acct'])
+    const cli = f.launch(['--kill-grace', '1', 'install', 'devstoreaccount1'])
     await cli.waitForLog((l) => l.msg === 'started')
     await new Promise((resolve) => setTimeout(resolve, 300))
     const pids = (await readFile(join(f.node.hostDir, 'pids'), 'utf8')).split('\n').filter(Boolean).map(Number)
