@@ -228,6 +228,6 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
   }
   const { credential, description: how } = await chooseCredential({ env, identityClientId: opts.identityClientId, azureJsonPath: opts.azureJson })
   const service = new BlobServiceClient(target.url, credential, pipelineOptions)
-  const description = `container "${opts.container}" at ${target.url} with ${how}`
+  const description = `container "${opts.container}" at ${withoutQuery(target.url)} with ${how}`
   return azure(service.getContainerClient(opts.container), description)
 }
