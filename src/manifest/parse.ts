@@ -200,16 +200,17 @@ export function parseManifest (text: string, source = 'packages.toml'): Manifest
         issues.push({ table: tableName(name), key: tag, message: `expected a table with "path", found a ${describe(raw)}` })
         continue
       }
-      const dotted = dottedTag(raw)
+      const dotted = dottedTags(raw)
       if (dotted !== undefined) {
         // [app.1.0] is package app, tag 1, table 0: the author meant the tag '1.0'.
-        const meant = [tag, ...dotted]
-        const header = `[${name}.${meant.join('.')}]`
-        issues.push({
-          table: header,
-          message: `is read as package "${name}", tag "${tag}" and a table ${dotted.map((k) => `"${k}"`).join(', ')} inside it: ` +
-            `a tag with dots must be quoted, ${tableName(name, meant.join('.'))}`
-        })
+        for (const chain of dotted) {
+          const meant = [tag, ...chain].join('.')
+          issues.push({
+            table: `[${name}.${meant}]`,
+            message: `is read as package "${name}", tag "${tag}" and ${chain.length === 1 ? 'a table' : 'tables'} ${chain.map((k) => `"${k}"`).join(', ')} inside it: ` +
+              `a tag with dots must be quoted, ${tableName(name, meant)}`
+          })
+        }
         continue
       }
       const parsed = entrySchema.safeParse(raw)
@@ -235,21 +236,24 @@ export function parseManifest (text: string, source = 'packages.toml'): Manifest
   return { packages, entryCount }
 }
 
-/** For an entry whose only content is one nested table chain (`[app.1.0]`), the nested keys. */
-function dottedTag (raw: TomlTable): string[] | undefined {
-  const keys: string[] = []
-  let node: TomlTable = raw
-  for (;;) {
-    const own = Object.keys(node)
-    const only = own[0]
-    if (own.length !== 1 || only === undefined) break
-    const next = node[only]
-    if (!isTable(next)) break
-    keys.push(only)
-    node = next
+/**
+ * For a "tag" table that holds only tables which end in entries (`[app.1.0]` and `[app.1.1]`
+ * make tag "1" hold tables "0" and "1"), the nested key chains: the dotted tags meant.
+ */
+function dottedTags (raw: TomlTable): string[][] | undefined {
+  if (Object.hasOwn(raw, 'path')) return undefined
+  const chains: string[][] = []
+  for (const [key, value] of Object.entries(raw)) {
+    if (!isTable(value)) return undefined
+    if (Object.hasOwn(value, 'path')) {
+      chains.push([key])
+      continue
+    }
+    const deeper = dottedTags(value)
+    if (deeper === undefined) return undefined
+    for (const chain of deeper) chains.push([key, ...chain])
   }
-  if (keys.length === 0 || !Object.hasOwn(node, 'path')) return undefined
-  return keys
+  return chains.length > 0 ? chains : undefined
 }
 
 function fromZodIssue (table: string, issue: z.core.$ZodIssue, raw: TomlTable): ManifestIssue[] {

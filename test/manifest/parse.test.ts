@@ -100,7 +100,11 @@ test('any name matching the pattern is a package or tag, Object.prototype member
 
 test('an unquoted dotted tag gets the hint to quote it', () => {
   assert.match(issuesOf("[app.1.0]\npath = 'a.deb'\n"), /\[app\.1\.0\]: is read as package "app", tag "1" and a table "0" inside it: a tag with dots must be quoted, \[app\.'1\.0'\]/)
-  assert.match(issuesOf("[app.1.0.2]\npath = 'a.deb'\n"), /quoted, \[app\.'1\.0\.2'\]/)
+  assert.match(issuesOf("[app.1.0.2]\npath = 'a.deb'\n"), /tables "0", "2" inside it: a tag with dots must be quoted, \[app\.'1\.0\.2'\]/)
+  const two = issuesOf("[app.1.0]\npath = 'a.deb'\n[app.1.1]\npath = 'b.deb'\n")
+  assert.match(two, /\[app\.1\.0\]: .*quoted, \[app\.'1\.0'\]; \[app\.1\.1\]: .*quoted, \[app\.'1\.1'\]/)
+  // A real mistake inside such a table is reported as itself, not as a dotted tag.
+  assert.match(issuesOf("[app.1]\npath = 'a.deb'\n[app.1.x]\ncolor = 1\n"), /\[app\.1\] key "x": unknown key/)
 })
 
 test('a BOM, bytes that were not UTF-8 and a manifest over 4 MiB are refused, each saying why', () => {
