@@ -66,6 +66,30 @@ export function createLocalStore (directory: string): WritableStore {
     }
   }
 
+  /** Compare-and-swap among local writers: a lock file held while the version is checked and replaced. */
+  async function writeLocked (path: string, text: string, ifMatch: string | null): Promise<string> {
+    const full = locate(path)
+    await mkdir(dirname(full), { recursive: true })
+    const release = await lock(`${full}.lock`)
+    try {
+      let current: string | null = null
+      try {
+        current = etagOf(await stat(full, { bigint: true }))
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw toStorageError(err, path)
+      }
+      if (current !== ifMatch) {
+        throw new StorageError('changed', `blob "${path}" ${current === null ? 'does not exist' : 'changed'} since it was read`, { status: 412 })
+      }
+      const temp = `${full}.${randomBytes(6).toString('hex')}.tmp`
+      await writeFile(temp, text)
+      await rename(temp, full)
+      return etagOf(await stat(full, { bigint: true }))
+    } finally {
+      await release()
+    }
+  }
+
   return {
     description: `local directory ${root}`,
 
@@ -111,26 +135,12 @@ export function createLocalStore (directory: string): WritableStore {
     },
 
     async writeText (path, text, ifMatch) {
-      const full = locate(path)
-      await mkdir(dirname(full), { recursive: true })
-      // Compare-and-swap among local writers: a lock file held while the version is checked and replaced.
-      const release = await lock(`${full}.lock`)
       try {
-        let current: string | null = null
-        try {
-          current = etagOf(await stat(full, { bigint: true }))
-        } catch (err) {
-          if (errnoCode(err) !== 'ENOENT') throw toStorageError(err, path)
-        }
-        if (current !== ifMatch) {
-          throw new StorageError('changed', `blob "${path}" ${current === null ? 'does not exist' : 'changed'} since it was read`, { status: 412 })
-        }
-        const temp = `${full}.${randomBytes(6).toString('hex')}.tmp`
-        await writeFile(temp, text)
-        await rename(temp, full)
-        return etagOf(await stat(full, { bigint: true }))
-      } finally {
-        await release()
+        return await writeLocked(path, text, ifMatch)
+      } catch (err) {
+        if (err instanceof StorageError) throw err
+        const code = errnoCode(err)
+        throw new StorageError(code === 'EACCES' || code === 'EPERM' ? 'denied' : 'failed', `cannot write blob "${path}": ${(err as Error).message}`, { code, cause: err })
       }
     },
 

@@ -163,7 +163,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
       current = await readManifest(store, config.manifest)
     } catch (err) {
       if (!isStorageError(err) || err.code !== 'ContainerNotFound') throw err
-      if (await store.createContainer()) out(`created container "${config.container}" in ${description}`)
+      if (await store.createContainer()) out(`created container "${config.container}", which did not exist: ${description}`)
       current = await readManifest(store, config.manifest)
     }
     checkPath(current.manifest, config, path)

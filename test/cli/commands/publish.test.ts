@@ -3,8 +3,9 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import { mkdirSync, readdirSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ContainerClient } from '@azure/storage-blob'
@@ -183,7 +184,7 @@ test('publish against Azurite', async (t) => {
     await writeFile(file, 'first')
     const r = await cli(['publish', file, '--name', 'first', '--tag', '1', '--container', 'fresh-one'], env)
     assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stdout, /^created container "fresh-one" in container "fresh-one" at http:\/\/127\.0\.0\.1:\d+\/devstoreaccount1/)
+    assert.match(r.stdout, /^created container "fresh-one", which did not exist: container "fresh-one" at http:\/\/127\.0\.0\.1:\d+\/devstoreaccount1/)
     const fresh = azurite.service.getContainerClient('fresh-one')
     assert.equal((await fresh.getBlobClient('first/1/first.txt').downloadToBuffer()).toString(), 'first')
     const again = await cli(['publish', file, '--name', 'first', '--tag', '2', '--container', 'fresh-one'], env)
@@ -216,7 +217,7 @@ test('publish to a local directory: the container directory is created, and blob
   const env = { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined }
   const r = await cli(['publish', root, file, '--name', 'tool', '--tag', '1', '--sha256'], env)
   assert.equal(r.code, 0, r.stderr)
-  assert.match(r.stdout, /^created container "pkg" in local directory .*\/pkg/)
+  assert.match(r.stdout, /^created container "pkg", which did not exist: local directory .*\/pkg/)
   assert.equal(await readFile(join(root, 'pkg', 'tool', '1', 'tool.bin'), 'utf8'), 'tool')
   const again = await cli(['publish', root, file, '--name', 'tool', '--tag', '1'], env)
   assert.notEqual(again.code, 0)
@@ -231,4 +232,34 @@ test('publish to a local directory: the container directory is created, and blob
   const manifest = parseManifest(await readFile(join(root, 'pkg', 'packages.toml'), 'utf8'))
   const entry = manifest.packages.get('tool')?.get('2')
   assert.equal(sha256(await readFile(join(root, 'pkg', 'tool', '2', 'same.bin'))), entry?.sha256)
+})
+
+/** chattr +i (immutable) works only as root on filesystems that support it (ext4, xfs; not overlayfs, tmpfs). */
+function immutableWorks (dir: string): boolean {
+  const probe = join(dir, 'probe')
+  mkdirSync(probe)
+  const ok = spawnSync('chattr', ['+i', probe]).status === 0
+  if (ok) spawnSync('chattr', ['-i', probe])
+  return ok
+}
+
+test('a blob publish created but could not name in the manifest is deleted again, so a retry needs no --overwrite', async (t) => {
+  const root = await tempDir(t)
+  if (!immutableWorks(root)) {
+    t.skip('needs chattr +i (root, on ext4 or xfs) to make the manifest unwritable while the blob directory stays writable')
+    return
+  }
+  const file = join(root, 'tool.bin')
+  await writeFile(file, 'tool')
+  const env = { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined }
+  // The container directory is immutable (no manifest can be written in it); the blob's is not.
+  await mkdir(join(root, 'pkg', 'tool', '1'), { recursive: true })
+  assert.equal(spawnSync('chattr', ['+i', join(root, 'pkg')]).status, 0)
+  t.after(() => { spawnSync('chattr', ['-i', join(root, 'pkg')]) })
+  const failed = await cli(['publish', root, file, '--name', 'tool', '--tag', '1'], env)
+  assert.notEqual(failed.code, 0)
+  assert.deepEqual(readdirSync(join(root, 'pkg', 'tool', '1')), [], 'the blob (or a temporary file) was left behind')
+  assert.equal(spawnSync('chattr', ['-i', join(root, 'pkg')]).status, 0)
+  const retried = await cli(['publish', root, file, '--name', 'tool', '--tag', '1'], env)
+  assert.equal(retried.code, 0, retried.stderr)
 })
