@@ -1,11 +1,18 @@
-// Starts Azurite's blob service as a child process: in memory (or on disk), on a free port, telemetry off.
-// Used by `npm run dev` and by the tests; the caller stops it.
+// Starts Azurite's blob service as a child process: in memory (or on disk), on a free port, telemetry off,
+// with --skipApiVersionCheck (the storage SDK speaks a newer API version than Azurite knows).
+// Used by `npm run dev` and by the tests; the caller stops it. Run as a script (`npm run azurite`),
+// it keeps one Azurite on port 10000 with its data outside the repository, prints the
+// `export AZURE_STORAGE_CONNECTION_STRING=…` line for it, and stops it on Ctrl-C or SIGTERM.
 
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 
-// Azurite's published development account: a well-known key, not a secret.
+// Azurite's published development account: a well-known key, the same in every Azurite, not a secret.
 export const AZURITE_ACCOUNT = 'devstoreaccount1'
 export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 
@@ -31,12 +38,20 @@ function stopChild (child: ChildProcess): Promise<void> {
   })
 }
 
-/** In memory unless `location` names a directory to keep blobs in (Azurite's own default). */
-export async function spawnAzurite (options: { location?: string } = {}): Promise<AzuriteProcess> {
+/** The line that points `publish`, `validate --remote` and `serve` in another terminal at this Azurite. */
+export function exportLine (connectionString: string): string {
+  return `export AZURE_STORAGE_CONNECTION_STRING='${connectionString}'`
+}
+
+/**
+ * In memory unless `location` names a directory to keep blobs in (Azurite writes its database
+ * and config there, never into the current directory). Port 0 picks a free one.
+ */
+export async function spawnAzurite (options: { location?: string, port?: number } = {}): Promise<AzuriteProcess> {
   const main = createRequire(import.meta.url).resolve('azurite/dist/src/blob/main.js')
   const persistence = options.location !== undefined ? ['--location', options.location] : ['--inMemoryPersistence']
   const child = spawn(process.execPath, [
-    main, ...persistence, '--blobHost', '127.0.0.1', '--blobPort', '0',
+    main, ...persistence, '--blobHost', '127.0.0.1', '--blobPort', String(options.port ?? 0),
     '--skipApiVersionCheck', '--loose', '--disableTelemetry', '--silent'
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
 
@@ -55,4 +70,30 @@ export async function spawnAzurite (options: { location?: string } = {}): Promis
   child.stderr?.resume()
   const blobEndpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`
   return { pid: child.pid ?? -1, port, blobEndpoint, connectionString: connectionStringFor(blobEndpoint), stop: () => stopChild(child) }
+}
+
+/** `npm run azurite`: one Azurite for development, until Ctrl-C or SIGTERM. */
+async function runAzurite (): Promise<void> {
+  const location = process.env.AZURITE_LOCATION ?? join(tmpdir(), 'pkg-serve-azurite')
+  mkdirSync(location, { recursive: true })
+  const azurite = await spawnAzurite({ location, port: Number(process.env.AZURITE_PORT ?? '10000') })
+  process.stdout.write([
+    `Azurite (blob service) on ${azurite.blobEndpoint}, data in ${location} (AZURITE_LOCATION to move it)`,
+    'In the terminal where you run pkg-serve (publish, validate --remote, serve), point it here:',
+    '',
+    `  ${exportLine(azurite.connectionString)}`,
+    '',
+    '(AccountKey is Azurite\'s well-known development key, the same in every Azurite: not a secret.) Ctrl-C stops Azurite.',
+    ''
+  ].join('\n'))
+  const stop = (): void => { azurite.stop().then(() => { process.stdout.write('Azurite stopped\n') }, () => {}) }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runAzurite().catch((err: unknown) => {
+    process.stderr.write(`azurite: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exitCode = 1
+  })
 }

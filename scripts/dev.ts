@@ -1,8 +1,11 @@
 // `npm run dev`: one command, no Azure account. Starts Azurite (in memory, free port), seeds the
 // `pkg` container from examples/ (with a .deb built on the spot), serves with hot reload, and
-// prints what to try. Edits under examples/ are uploaded again as you save them. Ctrl-C stops
-// everything it started.
+// prints what to try, including the `export AZURE_STORAGE_CONNECTION_STRING=…` line for publish
+// and validate from another terminal. Edits under examples/ are uploaded again as you save them,
+// once per change (an editor's save is several file events). Ctrl-C, or SIGTERM to npm, stops
+// everything it started; so does the end of the process that started it (npm killed).
 
+import { createHash } from 'node:crypto'
 import { watch } from 'node:fs'
 import type { FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
@@ -13,7 +16,7 @@ import type { ContainerClient } from '@azure/storage-blob'
 import { createLogger } from '../src/cli/logger.ts'
 import { startServer } from '../src/server.ts'
 import type { RunningServer } from '../src/server.ts'
-import { spawnAzurite } from './azurite.ts'
+import { exportLine, spawnAzurite } from './azurite.ts'
 import { EXAMPLE_DEB, EXAMPLE_DEB_FILE, buildDeb } from './build-deb.ts'
 
 const EXAMPLES = fileURLToPath(new URL('../examples/', import.meta.url))
@@ -27,10 +30,17 @@ function blobNameFor (file: string): string | undefined {
   return undefined
 }
 
+/** What was last uploaded from each file (its sha256), so a save that changed nothing uploads nothing. */
+const uploaded = new Map<string, string>()
+
 async function upload (container: ContainerClient, file: string): Promise<string | undefined> {
   const name = blobNameFor(file)
   if (name === undefined) return undefined
-  await container.getBlockBlobClient(name).uploadData(await readFile(file))
+  const data = await readFile(file)
+  const digest = createHash('sha256').update(data).digest('hex')
+  if (uploaded.get(file) === digest) return undefined
+  await container.getBlockBlobClient(name).uploadData(data)
+  uploaded.set(file, digest)
   return name
 }
 
@@ -53,6 +63,9 @@ async function main (): Promise<void> {
   const onSignal = (): void => { stop().catch((err: unknown) => { process.stderr.write(`dev: ${String(err)}\n`) }) }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  // Whoever started us (npm, the with-ts wrapper) is gone without a signal to us: stop too.
+  const parent = process.ppid
+  setInterval(() => { if (process.ppid !== parent) onSignal() }, 1000).unref()
 
   try {
     const container = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('pkg')
@@ -80,12 +93,18 @@ async function main (): Promise<void> {
       server = await startServer({ ...config, port: 0 }, { logger, env, closeGraceMs: 2000 })
     }
 
+    // One save is several events (write, rename, chmod): wait until they settle, then upload once.
+    const pending = new Map<string, NodeJS.Timeout>()
     watcher = watch(EXAMPLES, { recursive: true }, (_event, name) => {
       if (name === null || stopping) return
       const file = join(EXAMPLES, name.toString())
-      upload(container, file).then((blob) => {
-        if (blob !== undefined) process.stdout.write(`uploaded examples/${name.toString()} as ${blob}\n`)
-      }, () => { /* being saved, or removed: the next event uploads it */ })
+      clearTimeout(pending.get(file))
+      pending.set(file, setTimeout(() => {
+        pending.delete(file)
+        upload(container, file).then((blob) => {
+          if (blob !== undefined) process.stdout.write(`uploaded examples/${name.toString()} as ${blob}\n`)
+        }, () => { /* being saved, or removed: the next event uploads it */ })
+      }, 200))
     })
 
     const url = server.url
@@ -100,6 +119,14 @@ async function main (): Promise<void> {
       `  try:         curl -fsSOJ ${url}/pkg/pkg-serve-hello/1.0.0 && dpkg-deb --info ${EXAMPLE_DEB_FILE}`,
       '',
       'Edit examples/packages.toml (or add files under examples/files/): saved changes are uploaded and served within 2 s.',
+      '',
+      'To publish and validate against this Azurite from another terminal (AccountKey is Azurite\'s well-known',
+      'development key, the same in every Azurite: not a secret):',
+      '',
+      `  ${exportLine(azurite.connectionString)}`,
+      '  npm run -s pkg-serve -- publish ./my-tool.deb --name my-tool --tag 1.0.0 --sha256',
+      '  npm run -s pkg-serve -- validate examples/packages.toml --remote devstoreaccount1',
+      '',
       'Ctrl-C stops pkg-serve and Azurite.',
       ''
     ].join('\n'))

@@ -86,6 +86,7 @@ export const publishConfigSchema = storageOptionsSchema.extend({
   tag: z.string(),
   path: z.string().optional(),
   sha256: z.boolean(),
+  overwrite: z.boolean(),
   manifest,
   logLevel
 })

@@ -156,8 +156,9 @@ export function buildProgram (env: Env, writeErr: (s: string) => void, writeOut:
     .argument('<storage-and-file...>', 'STORAGE (optional: env PKG_SERVE_STORAGE or AZURE_STORAGE_CONNECTION_STRING) and FILE')
     .addOption(flag('--name <name>', 'package name').makeOptionMandatory())
     .addOption(flag('--tag <tag>', 'tag, e.g. latest or 1.2.3').makeOptionMandatory())
-    .addOption(flag('--path <blob>', 'blob name in the container (default: the file name)'))
-    .addOption(flag('--sha256', 'record the file\'s sha256 in the manifest, so downloads are verified').default(false))
+    .addOption(flag('--path <blob>', 'blob name in the container (default: NAME/TAG/FILE\'s name)'))
+    .addOption(flag('--sha256', 'record the sha256 of the bytes uploaded in the manifest, so downloads are verified').default(false))
+    .addOption(flag('--overwrite', 'replace the blob at the path even if it exists or an entry names it (never the manifest)').default(false))
     .addOption(flag('--manifest <blob>', 'manifest blob in the container').default('packages.toml'))
   publishCommand.action(async (positional: string[], options: Record<string, unknown>) => {
     if (positional.length > 2) throw new UsageError(`publish takes [STORAGE] FILE, got ${positional.length} arguments: ${positional.join(' ')}`)

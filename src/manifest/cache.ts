@@ -2,12 +2,15 @@
 // An unchanged manifest costs one conditional request and no download; a rejected or
 // unreadable one never replaces the last good manifest, it is only reported. Before the first
 // good load it retries with capped exponential backoff, so a server started while storage is
-// down becomes ready on its own. Timers are unref()ed: the cache never keeps a process alive.
+// down becomes ready on its own. A rejected manifest is reported once per version (ETag): the
+// next polls ask for it conditionally on that ETag and stay quiet while it is unchanged.
+// Timers are unref()ed: the cache never keeps a process alive.
 
 import { ManifestError, parseManifest } from './parse.ts'
 import type { Manifest } from './parse.ts'
 import type { BlobStore } from '../storage/types.ts'
 import { backoffDelay } from '../lib/backoff.ts'
+import { count } from '../lib/words.ts'
 
 export type ReloadResult = 'loaded' | 'unchanged' | 'rejected' | 'error'
 
@@ -51,6 +54,8 @@ export function createManifestCache (opts: ManifestCacheOptions): ManifestCache 
   const retryMaxMs = opts.retryMaxMs ?? 30_000
   let manifest: Manifest | undefined
   let etag: string | undefined
+  /** The ETag of the last manifest version that was rejected, while it is the current one. */
+  let rejectedEtag: string | undefined
   let loadedAt: Date | undefined
   let checkedAt: Date | undefined
   let lastError: { message: string, at: Date } | undefined
@@ -61,25 +66,30 @@ export function createManifestCache (opts: ManifestCacheOptions): ManifestCache 
 
   async function checkOnce (): Promise<ReloadResult> {
     let result: ReloadResult
+    let readEtag: string | undefined
     try {
-      const read = await opts.store.readText(opts.path, manifest === undefined ? undefined : etag)
+      const read = await opts.store.readText(opts.path, rejectedEtag ?? (manifest === undefined ? undefined : etag))
       if (!read.changed) {
-        result = 'unchanged'
+        // Still the version rejected before: it was reported then, and /readyz still says why.
+        result = rejectedEtag !== undefined ? 'rejected' : 'unchanged'
       } else {
+        readEtag = read.etag
         const next = parseManifest(read.text, opts.path)
         manifest = next
         etag = read.etag
+        rejectedEtag = undefined
         loadedAt = new Date()
         lastError = undefined
         result = 'loaded'
-        opts.log.info({ etag, entries: next.entryCount }, `manifest ${opts.path} loaded: ${next.packages.size} packages, ${next.entryCount} entries`)
+        opts.log.info({ etag, entries: next.entryCount }, `manifest ${opts.path} loaded: ${count(next.packages.size, 'package')}, ${count(next.entryCount, 'entry', 'entries')}`)
       }
     } catch (err) {
       result = err instanceof ManifestError ? 'rejected' : 'error'
+      if (result === 'rejected') rejectedEtag = readEtag
       const message = err instanceof Error ? err.message : String(err)
       lastError = { message, at: new Date() }
       const keeping = manifest === undefined ? 'no manifest is loaded yet' : `still serving the manifest with ETag ${etag ?? ''}`
-      opts.log.warn({ err: { message, kind: result } }, `manifest ${result === 'rejected' ? 'rejected' : 'check failed'}: ${message} (${keeping})`)
+      opts.log.warn({ err: { message, kind: result } }, `manifest ${result === 'rejected' ? `rejected (ETag ${readEtag ?? '?'}; said once until it changes)` : 'check failed'}: ${message} (${keeping})`)
     }
     checkedAt = new Date()
     opts.onCheck?.(result, manifest)

@@ -3,9 +3,9 @@
 // and it checks its own result: every other entry must parse exactly as before.
 
 import { isDeepStrictEqual } from 'node:util'
-import TOML from '@iarna/toml'
 import { ManifestError, parseManifest, tableName } from './parse.ts'
 import type { Manifest, PackageEntry } from './parse.ts'
+import { parseToml } from './toml.ts'
 
 function tomlString (value: string): string {
   // A literal string when it can be one (no quote, no control characters), else a basic string.
@@ -26,7 +26,7 @@ function headerPath (line: string): string[] | undefined {
   if (!/^\s*\[(?!\[)/.test(line)) return undefined
   try {
     // A header line is a TOML document of its own: let the parser read its quoting and comment.
-    let node: unknown = TOML.parse(`${line}\n`)
+    let node: unknown = parseToml(`${line}\n`)
     const path: string[] = []
     while (typeof node === 'object' && node !== null) {
       const keys = Object.keys(node)

@@ -1,11 +1,16 @@
 // The `packages.toml` manifest: parse, validate and index it.
 // Shared by the server's manifest cache and `pkg-serve validate`, so both apply the same rules.
 // It must never return a manifest that names a path outside the container, and never store
-// untrusted names as plain-object keys (`__proto__` is a valid package name): lookups use Maps.
+// untrusted names as plain-object keys (`__proto__` is a valid package name): lookups use Maps,
+// and the TOML parser (toml.ts) hands over null-prototype tables. The server reads the manifest
+// as text decoded with U+FFFD in place of bytes that are not UTF-8, and `validate` decodes the
+// file strictly first: both then refuse U+FFFD here, so they accept exactly the same files.
 
-import TOML from '@iarna/toml'
 import { z } from 'zod'
+import { parseToml as parseTomlText } from './toml.ts'
+import type { TomlTable } from './toml.ts'
 import { UserError } from '../lib/errors.ts'
+import { MAX_TEXT_BYTES } from '../storage/types.ts'
 
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,128}$/
 
@@ -87,15 +92,75 @@ export function tableName (name: string, tag?: string): string {
   return tag === undefined ? `[${quote(name)}]` : `[${quote(name)}.${quote(tag)}]`
 }
 
-function isTable (value: unknown): value is Record<string, unknown> {
+function isTable (value: unknown): value is TomlTable {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date)
 }
 
 interface TomlSyntaxError extends Error { line?: number, col?: number }
 
-function parseToml (text: string, source: string): Record<string, unknown> {
+/** The UTF-8 byte order mark, which some Windows editors put at the start of a file. */
+const BOM = '\uFEFF'
+
+/** Refuses what no manifest may be, before TOML: too large, a BOM, bytes that were not UTF-8. */
+function checkText (text: string, source: string): void {
+  const bytes = Buffer.byteLength(text)
+  if (bytes > MAX_TEXT_BYTES) {
+    throw new ManifestError(source, [{ message: `is ${bytes} bytes; a manifest may be at most ${MAX_TEXT_BYTES} bytes (4 MiB)` }])
+  }
+  if (text.startsWith(BOM)) {
+    throw new ManifestError(source, [{
+      line: 1,
+      column: 1,
+      message: 'starts with a byte order mark (BOM: the invisible bytes EF BB BF some Windows editors put first): save the file as UTF-8 without BOM'
+    }])
+  }
+  const bad = text.indexOf('\uFFFD')
+  if (bad >= 0) {
+    const before = text.slice(0, bad).split('\n')
+    throw new ManifestError(source, [{
+      line: before.length,
+      column: (before.at(-1)?.length ?? 0) + 1,
+      message: 'is not valid UTF-8 (bytes that are not UTF-8, or the U+FFFD replacement character left where such bytes were): save the file as UTF-8'
+    }])
+  }
+}
+
+/**
+ * Decodes a manifest file's bytes the way the server reads the blob, but strictly: the size limit
+ * first, then UTF-8, naming the first byte that is not UTF-8. Throws ManifestError.
+ */
+export function decodeManifest (bytes: Uint8Array, source = 'packages.toml'): string {
+  if (bytes.length > MAX_TEXT_BYTES) {
+    throw new ManifestError(source, [{ message: `is ${bytes.length} bytes; a manifest may be at most ${MAX_TEXT_BYTES} bytes (4 MiB)` }])
+  }
   try {
-    return TOML.parse(text)
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes)
+  } catch {
+    // Find the first bad byte for the message: the longest prefix that decodes.
+    let good = 0
+    let bad = bytes.length
+    while (bad - good > 1) {
+      const mid = (good + bad) >> 1
+      try {
+        new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(0, mid), { stream: true })
+        good = mid
+      } catch {
+        bad = mid
+      }
+    }
+    const text = Buffer.from(bytes.subarray(0, good)).toString('utf8').split('\n')
+    throw new ManifestError(source, [{
+      line: text.length,
+      column: (text.at(-1)?.length ?? 0) + 1,
+      message: `is not valid UTF-8 (byte ${good} is 0x${(bytes[good] ?? 0).toString(16).padStart(2, '0')}): save the file as UTF-8`
+    }])
+  }
+}
+
+function parseToml (text: string, source: string): TomlTable {
+  checkText(text, source)
+  try {
+    return parseTomlText(text)
   } catch (err) {
     const e = err as TomlSyntaxError
     // @iarna/toml reports 0-based positions and repeats them, with a snippet, in its message.
@@ -135,6 +200,19 @@ export function parseManifest (text: string, source = 'packages.toml'): Manifest
         issues.push({ table: tableName(name), key: tag, message: `expected a table with "path", found a ${describe(raw)}` })
         continue
       }
+      const dotted = dottedTags(raw)
+      if (dotted !== undefined) {
+        // [app.1.0] is package app, tag 1, table 0: the author meant the tag '1.0'.
+        for (const chain of dotted) {
+          const meant = [tag, ...chain].join('.')
+          issues.push({
+            table: `[${name}.${meant}]`,
+            message: `is read as package "${name}", tag "${tag}" and ${chain.length === 1 ? 'a table' : 'tables'} ${chain.map((k) => `"${k}"`).join(', ')} inside it: ` +
+              `a tag with dots must be quoted, ${tableName(name, meant)}`
+          })
+        }
+        continue
+      }
       const parsed = entrySchema.safeParse(raw)
       if (!parsed.success) {
         for (const issue of parsed.error.issues) issues.push(...fromZodIssue(table, issue, raw))
@@ -158,7 +236,27 @@ export function parseManifest (text: string, source = 'packages.toml'): Manifest
   return { packages, entryCount }
 }
 
-function fromZodIssue (table: string, issue: z.core.$ZodIssue, raw: Record<string, unknown>): ManifestIssue[] {
+/**
+ * For a "tag" table that holds only tables which end in entries (`[app.1.0]` and `[app.1.1]`
+ * make tag "1" hold tables "0" and "1"), the nested key chains: the dotted tags meant.
+ */
+function dottedTags (raw: TomlTable): string[][] | undefined {
+  if (Object.hasOwn(raw, 'path')) return undefined
+  const chains: string[][] = []
+  for (const [key, value] of Object.entries(raw)) {
+    if (!isTable(value)) return undefined
+    if (Object.hasOwn(value, 'path')) {
+      chains.push([key])
+      continue
+    }
+    const deeper = dottedTags(value)
+    if (deeper === undefined) return undefined
+    for (const chain of deeper) chains.push([key, ...chain])
+  }
+  return chains.length > 0 ? chains : undefined
+}
+
+function fromZodIssue (table: string, issue: z.core.$ZodIssue, raw: TomlTable): ManifestIssue[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => ({ table, key, message: 'unknown key (allowed: path, sha256, content_type, filename)' }))
   }

@@ -4,8 +4,8 @@
 // manifest, which is small and capped).
 
 import { randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
-import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { createWriteStream, existsSync } from 'node:fs'
+import { link, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Sha256Verifier } from './sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
-import type { BlobProperties, BlobStore, ReadOptions, TextRead } from './types.ts'
+import type { BlobProperties, ReadOptions, TextRead, WritableStore } from './types.ts'
 import { errnoCode } from '../lib/errors.ts'
 import { backoffDelay, wait } from '../lib/backoff.ts'
 
@@ -26,9 +26,13 @@ function propertiesOf (s: BigIntStats): BlobProperties {
   return { size: Number(s.size), etag: etagOf(s), lastModified: new Date(Number(s.mtimeMs)) }
 }
 
-function toStorageError (err: unknown, path: string): StorageError {
+function toStorageError (err: unknown, path: string, root?: string): StorageError {
   const code = errnoCode(err)
   if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') {
+    // As in Azure: a missing container directory is told apart from a missing blob.
+    if (root !== undefined && code === 'ENOENT' && !existsSync(root)) {
+      return new StorageError('not-found', `the container directory ${root} does not exist`, { code: 'ContainerNotFound', cause: err })
+    }
     return new StorageError('not-found', `blob "${path}" does not exist`, { code, cause: err })
   }
   if (code === 'EACCES' || code === 'EPERM') {
@@ -37,7 +41,7 @@ function toStorageError (err: unknown, path: string): StorageError {
   return new StorageError('failed', `reading "${path}" failed: ${(err as Error).message}`, { code, cause: err })
 }
 
-export function createLocalStore (directory: string): BlobStore {
+export function createLocalStore (directory: string): WritableStore {
   const root = resolve(directory)
 
   function locate (path: string): string {
@@ -58,7 +62,31 @@ export function createLocalStore (directory: string): BlobStore {
       return { handle, stats }
     } catch (err) {
       await handle?.close()
-      throw err instanceof StorageError ? err : toStorageError(err, path)
+      throw err instanceof StorageError ? err : toStorageError(err, path, root)
+    }
+  }
+
+  /** Compare-and-swap among local writers: a lock file held while the version is checked and replaced. */
+  async function writeLocked (path: string, text: string, ifMatch: string | null): Promise<string> {
+    const full = locate(path)
+    await mkdir(dirname(full), { recursive: true })
+    const release = await lock(`${full}.lock`)
+    try {
+      let current: string | null = null
+      try {
+        current = etagOf(await stat(full, { bigint: true }))
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw toStorageError(err, path)
+      }
+      if (current !== ifMatch) {
+        throw new StorageError('changed', `blob "${path}" ${current === null ? 'does not exist' : 'changed'} since it was read`, { status: 412 })
+      }
+      const temp = `${full}.${randomBytes(6).toString('hex')}.tmp`
+      await writeFile(temp, text)
+      await rename(temp, full)
+      return etagOf(await stat(full, { bigint: true }))
+    } finally {
+      await release()
     }
   }
 
@@ -107,26 +135,12 @@ export function createLocalStore (directory: string): BlobStore {
     },
 
     async writeText (path, text, ifMatch) {
-      const full = locate(path)
-      await mkdir(dirname(full), { recursive: true })
-      // Compare-and-swap among local writers: a lock file held while the version is checked and replaced.
-      const release = await lock(`${full}.lock`)
       try {
-        let current: string | null = null
-        try {
-          current = etagOf(await stat(full, { bigint: true }))
-        } catch (err) {
-          if (errnoCode(err) !== 'ENOENT') throw toStorageError(err, path)
-        }
-        if (current !== ifMatch) {
-          throw new StorageError('changed', `blob "${path}" ${current === null ? 'does not exist' : 'changed'} since it was read`, { status: 412 })
-        }
-        const temp = `${full}.${randomBytes(6).toString('hex')}.tmp`
-        await writeFile(temp, text)
-        await rename(temp, full)
-        return etagOf(await stat(full, { bigint: true }))
-      } finally {
-        await release()
+        return await writeLocked(path, text, ifMatch)
+      } catch (err) {
+        if (err instanceof StorageError) throw err
+        const code = errnoCode(err)
+        throw new StorageError(code === 'EACCES' || code === 'EPERM' ? 'denied' : 'failed', `cannot write blob "${path}": ${(err as Error).message}`, { code, cause: err })
       }
     },
 
@@ -144,12 +158,57 @@ export function createLocalStore (directory: string): BlobStore {
       })
       try {
         await pipeline(data, progress, createWriteStream(temp))
+        // The version written, read from the file we wrote (the name may be replaced right after).
+        const written = propertiesOf(await stat(temp, { bigint: true }))
+        if (options.ifNoneMatch !== undefined) {
+          // link() fails if the name exists: an atomic create-only, as If-None-Match: * in Azure.
+          try {
+            await link(temp, full)
+          } catch (err) {
+            if (errnoCode(err) === 'EEXIST') throw new StorageError('changed', `blob "${path}" already exists`, { status: 409 })
+            throw err
+          }
+          await rm(temp, { force: true })
+          return written
+        }
+        if (options.ifMatch !== undefined) {
+          const release = await lock(`${full}.lock`)
+          try {
+            const current = await stat(full, { bigint: true }).then(etagOf, () => null)
+            if (current !== options.ifMatch) throw new StorageError('changed', `blob "${path}" is no longer the version expected`, { status: 412 })
+            await rename(temp, full)
+          } finally {
+            await release()
+          }
+          return written
+        }
         await rename(temp, full)
+        return written
       } catch (err) {
-        await rm(temp, { force: true })
         throw err instanceof StorageError ? err : toStorageError(err, path)
+      } finally {
+        await rm(temp, { force: true })
       }
-      return propertiesOf(await stat(full, { bigint: true }))
+    },
+
+    async createContainer () {
+      if (existsSync(root)) return false
+      // Only the container directory: the directory STORAGE names must exist already.
+      await mkdir(root)
+      return true
+    },
+
+    async remove (path, ifMatch) {
+      const full = locate(path)
+      const release = await lock(`${full}.lock`)
+      try {
+        const current = await stat(full, { bigint: true }).then(etagOf, () => null)
+        if (current === null) return
+        if (current !== ifMatch) throw new StorageError('changed', `blob "${path}" is no longer the version expected`, { status: 412 })
+        await rm(full)
+      } finally {
+        await release()
+      }
     },
 
     async close () {}

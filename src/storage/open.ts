@@ -3,7 +3,7 @@
 // serve a process; it logs the choice through the caller and never a secret.
 
 import { existsSync, statSync } from 'node:fs'
-import { isAbsolute, join, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AnonymousCredential, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob'
@@ -12,7 +12,7 @@ import { chooseCredential } from './azure/credentials.ts'
 import { proxyFor } from './azure/proxy.ts'
 import type { ProxyTarget } from './azure/proxy.ts'
 import { createLocalStore } from './local.ts'
-import type { BlobStore } from './types.ts'
+import type { WritableStore } from './types.ts'
 import type { StorageConfig } from '../cli/config.ts'
 import { UserError } from '../lib/errors.ts'
 import { withoutQuery } from '../lib/net.ts'
@@ -32,16 +32,72 @@ function looksLikePath (spec: string): boolean {
   return isAbsolute(spec) || spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..' || spec.includes('/')
 }
 
-/** Classifies STORAGE; `connectionString` wins over everything but an explicit local directory. */
-export function parseStorage (spec: string | undefined, opts: { endpointSuffix: string, connectionString?: string | undefined }): StorageTarget {
+/** The blob endpoint a connection string points at, and its account (for the one-line mismatch error). */
+export function connectionStringTarget (connectionString: string, endpointSuffix: string): { endpoint?: string, account?: string } {
+  const field = (name: string): string | undefined => new RegExp(`(?:^|;)\\s*${name}=([^;]*)`, 'i').exec(connectionString)?.[1]?.trim()
+  if (/(?:^|;)\s*UseDevelopmentStorage=true/i.test(connectionString)) {
+    return { endpoint: 'http://127.0.0.1:10000/devstoreaccount1', account: 'devstoreaccount1' }
+  }
+  const account = field('AccountName')
+  const blobEndpoint = field('BlobEndpoint')
+  if (blobEndpoint !== undefined && blobEndpoint !== '') return { endpoint: withoutQuery(blobEndpoint).replace(/\/+$/, ''), ...(account !== undefined && { account }) }
+  if (account === undefined) return {}
+  const protocol = field('DefaultEndpointsProtocol') ?? 'https'
+  return { endpoint: `${protocol}://${account}.blob.${field('EndpointSuffix') ?? endpointSuffix}`, account }
+}
+
+function sameEndpoint (a: string, b: string): boolean {
+  try {
+    const x = new URL(a)
+    const y = new URL(b)
+    const path = (u: URL): string => u.pathname.replace(/\/+$/, '')
+    return x.protocol === y.protocol && x.host.toLowerCase() === y.host.toLowerCase() && path(x) === path(y)
+  } catch {
+    return false
+  }
+}
+
+/** The account a blob endpoint URL serves: NAME.blob.… in Azure, the first path segment in Azurite. */
+function accountOfEndpoint (url: string): string | undefined {
+  try {
+    const u = new URL(url)
+    return /^([a-z0-9]+)\.blob\./i.exec(u.hostname)?.[1] ?? u.pathname.split('/').find((s) => s !== '')
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * A connection string serves STORAGE only when both name the same account or endpoint; anything
+ * else is an error that names the two (never a key or a signature).
+ */
+function checkConnectionString (spec: string, shown: string, connectionString: string, endpointSuffix: string, url?: string): void {
+  const cs = connectionStringTarget(connectionString, endpointSuffix)
+  const csName = cs.account !== undefined ? `account ${cs.account}` : cs.endpoint !== undefined ? `endpoint ${cs.endpoint}` : 'no account it names'
+  if (url !== undefined) {
+    if (cs.endpoint !== undefined && sameEndpoint(url, cs.endpoint)) return
+    throw new StorageSpecError(`STORAGE names endpoint ${withoutQuery(url)}, but AZURE_STORAGE_CONNECTION_STRING is for ${csName}${cs.account !== undefined && cs.endpoint !== undefined ? ` at ${cs.endpoint}` : ''}: ` +
+      'give the same one, or leave STORAGE out (or unset AZURE_STORAGE_CONNECTION_STRING)')
+  }
+  const account = cs.account ?? (cs.endpoint !== undefined ? accountOfEndpoint(cs.endpoint) : undefined)
+  if (account !== undefined && account.toLowerCase() === spec.toLowerCase()) return
+  throw new StorageSpecError(`STORAGE names account ${shown}, but AZURE_STORAGE_CONNECTION_STRING is for ${csName}: ` +
+    'give the same one, or leave STORAGE out (or unset AZURE_STORAGE_CONNECTION_STRING)')
+}
+
+/**
+ * Classifies STORAGE. A connection string serves it when STORAGE is absent or names the same
+ * account or endpoint; an explicit local directory always wins.
+ */
+export function parseStorage (spec: string | undefined, opts: { endpointSuffix: string, connectionString?: string | undefined, cwd?: string }): StorageTarget {
   const s = spec?.trim()
-  const hasConnectionString = opts.connectionString !== undefined && opts.connectionString.trim() !== ''
+  const connectionString = opts.connectionString !== undefined && opts.connectionString.trim() !== '' ? opts.connectionString : undefined
   if (s !== undefined && s !== '') {
     // Never repeat a secret in an error message (they end up in container logs).
     if (/AccountKey=|SharedAccessSignature=/i.test(s)) {
       throw new StorageSpecError('STORAGE looks like a connection string: pass it in AZURE_STORAGE_CONNECTION_STRING (from a Secret), not as STORAGE')
     }
-    const shown = s.replace(/[?#].*$/, '')
+    const shown = withoutQuery(s)
     if (s.startsWith('file:')) {
       let dir: string
       try {
@@ -51,27 +107,44 @@ export function parseStorage (spec: string | undefined, opts: { endpointSuffix: 
       }
       return { kind: 'local', directory: dir }
     }
-    if (/^https?:\/\//i.test(s)) {
-      if (hasConnectionString) return { kind: 'connection-string' }
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s)?.[1]
+    if (scheme !== undefined && !/^https?$/i.test(scheme)) {
+      throw new StorageSpecError(`STORAGE "${shown}" starts with "${scheme}://": use https:// (http:// for Azurite), file:// or a directory path`)
+    }
+    if (scheme !== undefined) {
       let url: URL
       try {
         url = new URL(s)
       } catch {
         throw new StorageSpecError(`STORAGE "${shown}" is not a valid URL`)
       }
-      return { kind: 'azure', url: url.href.replace(/\/$/, '') }
+      const href = url.href.replace(/\/$/, '')
+      if (connectionString !== undefined) {
+        checkConnectionString(s, shown, connectionString, opts.endpointSuffix, href)
+        return { kind: 'connection-string' }
+      }
+      return { kind: 'azure', url: href }
     }
-    if (looksLikePath(s)) return { kind: 'local', directory: resolve(s) }
-    if (hasConnectionString) return { kind: 'connection-string' }
+    if (looksLikePath(s)) return { kind: 'local', directory: resolve(opts.cwd ?? '.', s) }
+    // `serve store` with a ./store directory here: an account named "store" is almost never meant.
+    const local = resolve(opts.cwd ?? '.', s)
+    if (existsSync(local) && statSync(local).isDirectory()) {
+      throw new StorageSpecError(`STORAGE "${shown}" is read as a storage account name, but ./${shown} is a directory here: did you mean ./${shown}? ` +
+        `(for the account, write https://${shown}.blob.${opts.endpointSuffix})`)
+    }
+    if (connectionString !== undefined) {
+      checkConnectionString(s, shown, connectionString, opts.endpointSuffix)
+      return { kind: 'connection-string' }
+    }
     if (ACCOUNT_NAME.test(s)) return { kind: 'azure', url: `https://${s}.blob.${opts.endpointSuffix}` }
     throw new StorageSpecError(`STORAGE "${shown}" is not a storage account name (3-24 lowercase letters and digits), a blob endpoint URL or a local directory (write ./${shown} for a directory)`)
   }
-  if (hasConnectionString) return { kind: 'connection-string' }
+  if (connectionString !== undefined) return { kind: 'connection-string' }
   throw new StorageSpecError('no STORAGE given: name a storage account, a blob endpoint URL or a local directory (or set AZURE_STORAGE_CONNECTION_STRING)')
 }
 
 export interface OpenedStore {
-  readonly store: BlobStore
+  readonly store: WritableStore
   /** What serves the blobs and as whom (never a secret), for the start-up log. */
   readonly description: string
 }
@@ -109,6 +182,12 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
       throw new StorageSpecError(`local storage directory ${target.directory} does not exist`)
     }
     const dir = join(target.directory, opts.container)
+    if (!existsSync(dir) && basename(target.directory) === opts.container) {
+      // `serve ./store/pkg`: STORAGE is the directory that holds the container directory.
+      const shown = (p: string): string => relative('.', p) === '' || relative('.', p).startsWith('..') ? p : relative('.', p)
+      throw new StorageSpecError(`the container directory ${shown(dir)} does not exist: STORAGE is the directory that holds the container ` +
+        `directory "${opts.container}" (did you mean ${shown(dirname(target.directory))}?)`)
+    }
     const store = createLocalStore(dir)
     return { store, description: `${store.description} (no credential)` }
   }
@@ -131,8 +210,13 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
     const description = `container "${opts.container}" at ${withoutQuery(url)} with a SAS token`
     return azure(service.getContainerClient(opts.container), description)
   }
+  if (url.protocol === 'http:') {
+    // Azure AD tokens are only ever sent over TLS: over http:// every request would be refused.
+    throw new StorageSpecError(`STORAGE ${withoutQuery(url)} is http://, where a token credential cannot be used: ` +
+      'give a SAS URL (in PKG_SERVE_STORAGE, from a Secret) or AZURE_STORAGE_CONNECTION_STRING (Azurite), or use https://')
+  }
   const { credential, description: how } = await chooseCredential({ env, identityClientId: opts.identityClientId, azureJsonPath: opts.azureJson })
   const service = new BlobServiceClient(target.url, credential, pipelineOptions)
-  const description = `container "${opts.container}" at ${target.url} with ${how}`
+  const description = `container "${opts.container}" at ${withoutQuery(target.url)} with ${how}`
   return azure(service.getContainerClient(opts.container), description)
 }

@@ -43,15 +43,32 @@ export interface BlobStore {
    * yet (`ifMatch: null`); otherwise fails with kind "changed". Returns the new ETag.
    */
   writeText (path: string, text: string, ifMatch: string | null): Promise<string>
-  /** Streams a blob in (any size, bounded memory), replacing any earlier version. */
+  /**
+   * Streams a blob in (any size, bounded memory). Without a condition it replaces any earlier
+   * version; `ifNoneMatch: '*'` creates it only if it does not exist, `ifMatch` replaces only that
+   * version; a failed condition is kind "changed". Returns the properties of the version written
+   * (not of whatever is there by the time it returns).
+   */
   upload (path: string, data: Readable, options?: UploadOptions): Promise<BlobProperties>
   close (): Promise<void>
+}
+
+/** What `publish` needs beyond serving: a container to create and a blob to take back. */
+export interface WritableStore extends BlobStore {
+  /** Creates the container unless it exists; true when this call created it. */
+  createContainer (): Promise<boolean>
+  /** Deletes a blob only while it is still the version `ifMatch`; a missing blob is not an error. */
+  remove (path: string, ifMatch: string): Promise<void>
 }
 
 export interface UploadOptions {
   readonly contentType?: string
   /** Called with the bytes sent so far. */
   readonly onProgress?: (bytes: number) => void
+  /** '*': create only, never replace an existing blob. */
+  readonly ifNoneMatch?: '*'
+  /** Replace only this version of the blob. */
+  readonly ifMatch?: string
 }
 
 export type StorageErrorKind =

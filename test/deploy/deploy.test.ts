@@ -117,6 +117,11 @@ for (const dir of KUSTOMIZATIONS) {
       assert.equal(pod.hostNetwork, true)
       assert.equal(pod.hostPID, true)
       assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }])
+      // Never on virtual nodes (the toleration above would let it in), and not left Pending on a full node.
+      assert.deepEqual((pod as { affinity?: unknown }).affinity, {
+        nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'type', operator: 'NotIn', values: ['virtual-kubelet'] }] }] } }
+      })
+      assert.equal((pod as { priorityClassName?: string }).priorityClassName, 'system-node-critical')
       const [c] = pod.containers
       assert.ok(c !== undefined)
       assert.deepEqual(c.securityContext, { privileged: true })
@@ -135,7 +140,9 @@ for (const dir of KUSTOMIZATIONS) {
         assert.equal(pod.volumes.find((v) => v.configMap !== undefined)?.configMap?.name, cm.metadata.name, 'the DaemonSet mounts the generated ConfigMap')
         assert.ok(cm.data.install?.startsWith('#!/bin/bash\n'))
         const image = (ds.spec.template.spec.containers as Array<{ image: string }>)[0]?.image
-        assert.equal(image, 'myregistry.azurecr.io/pkg-serve:latest')
+        // Pinned by the run ID tag tasks.yaml pushes, so that applying a new tag rolls it out.
+        assert.equal(image, 'myregistry.azurecr.io/pkg-serve:ca1')
+        assert.doesNotMatch(image ?? '', /:latest$/)
       }
     })
   }
@@ -238,7 +245,7 @@ test('the example ConfigMap script installs the package through the launcher on 
     const cli = startCli(t, [
       'run', '--actions-dir', actions, '--host-dir', node.hostDir, '--host-path', node.hostPath,
       '--nsenter-target', String(node.pid), '--state-dir', join(work, 'state'), '--exit-on-success',
-      'install', 'mystorageaccountname', '--root', root
+      'install', 'devstoreaccount1', '--root', root
     ], { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString })
     return { cli, exit: await cli.exited() }
   }

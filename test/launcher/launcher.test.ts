@@ -104,7 +104,7 @@ greet
 `,
       'lib.sh': 'greet() { echo "hello from a helper in the same ConfigMap"; }\n'
     })
-    const cli = f.launch(['install', 'mystorageaccountname', 'one', 'two words', '--force'])
+    const cli = f.launch(['install', 'devstoreaccount1', 'one', 'two words', '--force'])
     const done = await cli.waitForLog(msgIs('done:'))
     assert.equal(done.level, 30)
     const lines = scriptLines(cli)
@@ -136,7 +136,7 @@ greet
 
   await t.test('a failing script: its exit code is the launcher\'s, not ready', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\necho "failing on $(hostname)"\nexit 3\n' })
-    const cli = f.launch(['install', 'acct'])
+    const cli = f.launch(['install', 'devstoreaccount1'])
     const { code } = await cli.exited()
     assert.equal(code, 3)
     assert.ok(scriptLines(cli).includes(`failing on ${f.hostname}`))
@@ -153,7 +153,7 @@ echo "attempt $n"
 [ "$n" -ge 3 ]
 `
     })
-    const cli = f.launch(['--on-failure', 'retry', '--retry-delay', '0.2', '--retry-max-delay', '0.4', 'install', 'acct'])
+    const cli = f.launch(['--on-failure', 'retry', '--retry-delay', '0.2', '--retry-max-delay', '0.4', 'install', 'devstoreaccount1'])
     // 0.2 s, then 0.4 s, less up to 20% jitter.
     await cli.waitForLog((l) => /^retrying action install in 0\.2s/.test(String(l.msg)))
     assert.equal(existsSync(join(f.stateDir, 'ready')), false)
@@ -176,29 +176,29 @@ echo "attempt $n"
       assert.equal((await cli.exited()).code, 0, cli.stderr())
       return cli
     }
-    await once(['install', 'acct', 'a'])
-    const skipped = await once(['install', 'acct', 'a'])
+    await once(['install', 'devstoreaccount1', 'a'])
+    const skipped = await once(['install', 'devstoreaccount1', 'a'])
     assert.ok(skipped.logs.some(msgIs('action install already succeeded on this node')))
     assert.equal((await status(f)).phase, 'skipped')
     assert.ok(existsSync(join(f.stateDir, 'ready')), 'a skipped run is ready')
     assert.deepEqual(await runs(), ['ran with a'])
 
-    await once(['install', 'acct', 'b'])
+    await once(['install', 'devstoreaccount1', 'b'])
     assert.deepEqual(await runs(), ['ran with a', 'ran with b'])
-    await once(['--force', 'install', 'acct', 'b'])
+    await once(['--force', 'install', 'devstoreaccount1', 'b'])
     assert.deepEqual(await runs(), ['ran with a', 'ran with b', 'ran with b'])
     await writeConfigMap(f.actionsDir, { install: '#!/bin/sh\necho "v2 ran with $*" >> "$(dirname "$0")/runs.log"\n' })
-    await once(['install', 'acct', 'b'])
+    await once(['install', 'devstoreaccount1', 'b'])
     assert.deepEqual(await runs(), ['ran with a', 'ran with b', 'ran with b', 'v2 ran with b'])
     // The env variable reads true and false as such.
-    const fromEnv = f.launch(['--exit-on-success', 'install', 'acct', 'b'], { PKG_SERVE_ONCE: 'false' })
+    const fromEnv = f.launch(['--exit-on-success', 'install', 'devstoreaccount1', 'b'], { PKG_SERVE_ONCE: 'false' })
     assert.equal((await fromEnv.exited()).code, 0)
     assert.equal((await runs()).length, 5)
   })
 
   await t.test('--watch reruns the script when the ConfigMap changes, without a restart', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\necho "version one on $(hostname)"\n' })
-    const cli = f.launch(['--watch', '--watch-interval', '0.1', 'install', 'acct'])
+    const cli = f.launch(['--watch', '--watch-interval', '0.1', 'install', 'devstoreaccount1'])
     await cli.waitForLog(msgIs('done:'))
     await writeConfigMap(f.actionsDir, { install: '#!/bin/sh\necho "version two on $(hostname)"\n' })
     await cli.waitForLog((l) => l.msg === `version two on ${f.hostname}`)
@@ -212,7 +212,7 @@ echo "attempt $n"
 
   await t.test('--keep-serving keeps the port open after success, and /metrics counts the run', async (t) => {
     const f = await fixture(t, azurite, { install: '#!/bin/sh\nwget -q -O /dev/null "$PKG_SERVE_RUN_URL/pkg/tool/1.0"\n' })
-    const cli = f.launch(['--keep-serving', '--on-failure', 'retry', 'install', 'acct'])
+    const cli = f.launch(['--keep-serving', '--on-failure', 'retry', 'install', 'devstoreaccount1'])
     await cli.waitForLog(msgIs('done: still serving on port'))
     const port = Number((await status(f)).port)
     assert.ok(portAnswers(port))
@@ -228,7 +228,7 @@ echo "attempt $n"
     // A file where the records' directory should be: no write can succeed, root or not.
     await mkdir(f.hostDir, { recursive: true })
     await writeFile(join(f.hostDir, '.pkg-serve-once'), 'in the way')
-    const cli = f.launch(['--once', '--exit-on-success', 'install', 'acct'])
+    const cli = f.launch(['--once', '--exit-on-success', 'install', 'devstoreaccount1'])
     assert.equal((await cli.exited()).code, 0, cli.stderr())
     const warning = cli.logs.find(msgIs('cannot write the --once record in'))
     assert.equal(warning?.level, 40)
@@ -250,7 +250,7 @@ echo started
 wait
 `
     })
-    const cli = f.launch(['--kill-grace', '1', 'install', 'acct'])
+    const cli = f.launch(['--kill-grace', '1', 'install', 'devstoreaccount1'])
     await cli.waitForLog((l) => l.msg === 'started')
     // The script prints "started" after it wrote every PID but the last background one's child's.
     let pids: number[] = []

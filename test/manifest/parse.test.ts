@@ -89,3 +89,26 @@ test('names such as __proto__ are plain entries, never prototype keys', () => {
   assert.equal(m.packages.get('hasOwnProperty'), undefined)
   assert.equal(({} as Record<string, unknown>).latest, undefined)
 })
+
+test('any name matching the pattern is a package or tag, Object.prototype members included', () => {
+  const m = parseManifest("[hasOwnProperty.toString]\npath = 'a'\n[__proto__.__proto__]\npath = 'b'\n[toString.constructor]\npath = 'c'\n")
+  assert.equal(m.entryCount, 3)
+  assert.equal(m.packages.get('hasOwnProperty')?.get('toString')?.path, 'a')
+  assert.equal(m.packages.get('__proto__')?.get('__proto__')?.path, 'b')
+  assert.equal(m.packages.get('toString')?.get('constructor')?.path, 'c')
+})
+
+test('an unquoted dotted tag gets the hint to quote it', () => {
+  assert.match(issuesOf("[app.1.0]\npath = 'a.deb'\n"), /\[app\.1\.0\]: is read as package "app", tag "1" and a table "0" inside it: a tag with dots must be quoted, \[app\.'1\.0'\]/)
+  assert.match(issuesOf("[app.1.0.2]\npath = 'a.deb'\n"), /tables "0", "2" inside it: a tag with dots must be quoted, \[app\.'1\.0\.2'\]/)
+  const two = issuesOf("[app.1.0]\npath = 'a.deb'\n[app.1.1]\npath = 'b.deb'\n")
+  assert.match(two, /\[app\.1\.0\]: .*quoted, \[app\.'1\.0'\]; \[app\.1\.1\]: .*quoted, \[app\.'1\.1'\]/)
+  // A real mistake inside such a table is reported as itself, not as a dotted tag.
+  assert.match(issuesOf("[app.1]\npath = 'a.deb'\n[app.1.x]\ncolor = 1\n"), /\[app\.1\] key "x": unknown key/)
+})
+
+test('a BOM, bytes that were not UTF-8 and a manifest over 4 MiB are refused, each saying why', () => {
+  assert.match(issuesOf("\uFEFF[a.b]\npath = 'a'\n"), /line 1, column 1: starts with a byte order mark \(BOM/)
+  assert.match(issuesOf("[a.b]\npath = 'a\uFFFD'\n"), /line 2, column 10: is not valid UTF-8/)
+  assert.match(issuesOf(`[a.b]\npath = 'a'\n#${'x'.repeat(4 * 1024 * 1024)}\n`), /a manifest may be at most 4194304 bytes/)
+})

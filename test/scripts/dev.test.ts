@@ -3,9 +3,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { REPO } from '../helpers/cli.ts'
+import { REPO, cliArgs } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/tmp.ts'
 
 function alive (pid: number): boolean {
@@ -48,5 +49,78 @@ test('npm run dev serves the examples and Ctrl-C stops everything it started', a
   assert.match(out, /stopping pkg-serve and Azurite…\nstopped\n/)
   assert.doesNotMatch(out, /^dev: /m)
   assert.equal(alive(azuritePid), false, 'Azurite is still running')
+  assert.notEqual(spawnSync('curl', ['-fsS', `${url}/healthz`]).status, 0, 'pkg-serve still answers')
+})
+
+/** Every process below `pid` (children, their children…), from /proc. */
+function descendants (pid: number): number[] {
+  const byParent = new Map<number, number[]>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat: string
+    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8') } catch { continue }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    byParent.set(ppid, [...(byParent.get(ppid) ?? []), Number(entry)])
+  }
+  const out: number[] = []
+  const walk = (p: number): void => { for (const c of byParent.get(p) ?? []) { out.push(c); walk(c) } }
+  walk(pid)
+  return out
+}
+
+test('npm run dev: its export line points publish at its Azurite, a save is uploaded once, and SIGTERM to npm alone stops everything', async (t) => {
+  const dir = await tempDir(t)
+  const child = spawn('npm', ['run', '--silent', 'dev'], { cwd: REPO, env: { ...process.env, PKG_SERVE_PORT: '0', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  t.after(() => { try { process.kill(-(child.pid ?? 0), 'SIGKILL') } catch { /* gone */ } })
+  let out = ''
+  child.stdout.on('data', (c: Buffer) => { out += c.toString() })
+  child.stderr.on('data', (c: Buffer) => { out += c.toString() })
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()))
+  const until = async (what: string, pattern: RegExp): Promise<RegExpExecArray> => {
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      const m = pattern.exec(out)
+      if (m !== null) return m
+      assert.ok(Date.now() < deadline, `no ${what}:\n${out}`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  await until('start', /Ctrl-C stops/)
+  const url = /serving at (http:\/\/localhost:\d+)/.exec(out)?.[1] ?? ''
+
+  // The printed line, run by a shell as a user would paste it, then publish from "another terminal".
+  const exportLine = /^ {2}(export AZURE_STORAGE_CONNECTION_STRING=.*)$/m.exec(out)?.[1]
+  assert.ok(exportLine !== undefined, out)
+  assert.match(exportLine, /^export AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=[^']+;BlobEndpoint=http:\/\/127\.0\.0\.1:\d+\/devstoreaccount1;'$/)
+  const file = join(dir, 'tool.bin')
+  writeFileSync(file, 'published from another terminal')
+  const published = spawnSync('bash', ['-c', `${exportLine} && "$0" "$@"`, process.execPath, ...cliArgs(['publish', file, '--name', 'tool', '--tag', '1'])],
+    { cwd: REPO, encoding: 'utf8', env: { ...process.env, AZURE_STORAGE_CONNECTION_STRING: undefined } })
+  assert.equal(published.status, 0, published.stderr)
+  const deadline = Date.now() + 30_000
+  while (spawnSync('curl', ['-fsS', `${url}/pkg/tool/1`], { encoding: 'utf8' }).stdout !== 'published from another terminal') {
+    assert.ok(Date.now() < deadline, 'the dev server never served what publish uploaded')
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+
+  // One save, one upload; saving the same bytes again uploads nothing.
+  const name = `.dev-test-${process.pid}.txt`
+  const example = join(REPO, 'examples', 'files', name)
+  t.after(() => rmSync(example, { force: true }))
+  writeFileSync(example, 'one')
+  await until('the upload', new RegExp(`uploaded examples/files/${name.replace('.', '\\.')} as ${name.replace('.', '\\.')}`))
+  writeFileSync(example, 'one')
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  assert.equal(out.split(`uploaded examples/files/${name}`).length - 1, 1, out)
+  rmSync(example)
+
+  const started = descendants(child.pid ?? 0)
+  assert.ok(started.length >= 3, `expected the wrapper, the dev server and Azurite below npm: ${started.join(' ')}`)
+  process.kill(child.pid ?? 0, 'SIGTERM')
+  await closed
+  const stillAlive = () => started.filter(alive)
+  const stopDeadline = Date.now() + 20_000
+  while (stillAlive().length > 0 && Date.now() < stopDeadline) await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.deepEqual(stillAlive(), [], `left running after SIGTERM to npm:\n${out}`)
   assert.notEqual(spawnSync('curl', ['-fsS', `${url}/healthz`]).status, 0, 'pkg-serve still answers')
 })

@@ -1,7 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { resolve } from 'node:path'
-import { StorageSpecError, parseStorage } from '../../src/storage/open.ts'
+import { mkdir } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { StorageSpecError, openStore, parseStorage } from '../../src/storage/open.ts'
+import { connectionStringFor } from '../helpers/azurite.ts'
+import { tempDir } from '../helpers/tmp.ts'
 
 const opts = { endpointSuffix: 'core.windows.net' }
 
@@ -15,12 +18,62 @@ test('STORAGE: account names, endpoint URLs, directories and file: URLs', () => 
   assert.deepEqual(parseStorage('file:///srv/store', opts), { kind: 'local', directory: '/srv/store' })
 })
 
-test('STORAGE: a connection string wins over names and URLs, not over a local directory', () => {
-  const withCs = { ...opts, connectionString: 'AccountName=x;AccountKey=y' }
+test('STORAGE: a connection string serves the same account or endpoint; a local directory wins', () => {
+  const withCs = { ...opts, connectionString: 'DefaultEndpointsProtocol=https;AccountName=mystorageaccountname;AccountKey=S2V5;EndpointSuffix=core.windows.net' }
   assert.deepEqual(parseStorage(undefined, withCs), { kind: 'connection-string' })
   assert.deepEqual(parseStorage('mystorageaccountname', withCs), { kind: 'connection-string' })
-  assert.deepEqual(parseStorage('http://127.0.0.1:10000/devstoreaccount1', withCs), { kind: 'connection-string' })
+  assert.deepEqual(parseStorage('https://mystorageaccountname.blob.core.windows.net/', withCs), { kind: 'connection-string' })
   assert.deepEqual(parseStorage('./store', withCs), { kind: 'local', directory: resolve('store') })
+  const azurite = { ...opts, connectionString: connectionStringFor('http://127.0.0.1:10000/devstoreaccount1') }
+  assert.deepEqual(parseStorage('http://127.0.0.1:10000/devstoreaccount1', azurite), { kind: 'connection-string' })
+  assert.deepEqual(parseStorage('devstoreaccount1', azurite), { kind: 'connection-string' })
+  assert.deepEqual(parseStorage('devstoreaccount1', { ...opts, connectionString: 'UseDevelopmentStorage=true' }), { kind: 'connection-string' })
+})
+
+test('STORAGE naming another account than the connection string is one line naming both, no secret', () => {
+  const azurite = { ...opts, connectionString: connectionStringFor('http://127.0.0.1:10000/devstoreaccount1') }
+  const oneLine = (pattern: RegExp) => (err: Error) => {
+    assert.ok(err instanceof StorageSpecError)
+    assert.match(err.message, pattern)
+    assert.doesNotMatch(err.message, /\n|Eby8|AccountKey|sig=/)
+    return true
+  }
+  assert.throws(() => parseStorage('mystorageaccountname', azurite),
+    oneLine(/^STORAGE names account mystorageaccountname, but AZURE_STORAGE_CONNECTION_STRING is for account devstoreaccount1:/))
+  assert.throws(() => parseStorage('http://127.0.0.1:10001/devstoreaccount1?sv=1&sig=SECRET', azurite),
+    oneLine(/^STORAGE names endpoint http:\/\/127\.0\.0\.1:10001\/devstoreaccount1, but AZURE_STORAGE_CONNECTION_STRING is for account devstoreaccount1 at http:\/\/127\.0\.0\.1:10000\/devstoreaccount1:/))
+  assert.throws(() => parseStorage('https://other.blob.core.windows.net', { ...opts, connectionString: 'AccountName=acct;AccountKey=S2V5' }),
+    oneLine(/names endpoint https:\/\/other\.blob\.core\.windows\.net, but AZURE_STORAGE_CONNECTION_STRING is for account acct/))
+})
+
+test('STORAGE: a bare name that is a directory here gets the hint "did you mean ./store?"', async (t) => {
+  const cwd = await tempDir(t)
+  await mkdir(join(cwd, 'store'))
+  assert.throws(() => parseStorage('store', { ...opts, cwd }), /STORAGE "store" is read as a storage account name, but \.\/store is a directory here: did you mean \.\/store\?/)
+  assert.deepEqual(parseStorage('./store', { ...opts, cwd }), { kind: 'local', directory: join(cwd, 'store') })
+  assert.deepEqual(parseStorage('other', { ...opts, cwd }), { kind: 'azure', url: 'https://other.blob.core.windows.net' })
+})
+
+test('STORAGE: a mistyped scheme is refused without echoing the query (a SAS signature)', () => {
+  for (const spec of ['htp://acct.blob.core.windows.net/?sv=2024&sig=SECRETSIG', 'ftp://host/x?sig=SECRETSIG#frag']) {
+    assert.throws(() => parseStorage(spec, opts), (err: Error) => {
+      assert.match(err.message, /starts with "(htp|ftp):\/\/": use https:\/\//)
+      assert.ok(!err.message.includes('SECRETSIG') && !err.message.includes('sv=2024') && !err.message.includes('?'), err.message)
+      return true
+    })
+  }
+})
+
+test('openStore: http:// with a token credential, and the container directory given as STORAGE, are explained', async (t) => {
+  const storage = { container: 'pkg', endpointSuffix: 'core.windows.net', azureJson: '/nonexistent', storageTimeout: 30 }
+  await assert.rejects(openStore({ ...storage, storage: 'http://127.0.0.1:1/devstoreaccount1' }, {}),
+    /STORAGE http:\/\/127\.0\.0\.1:1\/devstoreaccount1 is http:\/\/, where a token credential cannot be used: give a SAS URL .* or AZURE_STORAGE_CONNECTION_STRING/)
+  const dir = await tempDir(t)
+  await mkdir(join(dir, 'store', 'pkg'), { recursive: true })
+  await assert.rejects(openStore({ ...storage, storage: join(dir, 'store', 'pkg') }, {}),
+    /the container directory .*store\/pkg\/pkg does not exist: STORAGE is the directory that holds the container directory "pkg" \(did you mean .*store\?\)/)
+  const opened = await openStore({ ...storage, storage: join(dir, 'store') }, {})
+  await opened.store.close()
 })
 
 test('STORAGE: bad values are errors that say what is expected', () => {

@@ -1,24 +1,26 @@
-// `pkg-serve validate`: checks a local manifest with the server's own rules and, with
-// --remote, that every path it names exists in the container. One line per problem.
+// `pkg-serve validate`: checks a local manifest with the server's own rules (the same size limit,
+// UTF-8 decoding and parser) and, with --remote, that every path it names exists in the
+// container. One line per problem.
 
 import { readFile } from 'node:fs/promises'
 import { ConfigError } from '../config.ts'
 import type { ValidateConfig } from '../config.ts'
-import { ManifestError, formatIssue, parseManifest } from '../../manifest/parse.ts'
+import { ManifestError, decodeManifest, formatIssue, parseManifest, tableName } from '../../manifest/parse.ts'
+import { count } from '../../lib/words.ts'
 import { openStore } from '../../storage/open.ts'
 import { isStorageError } from '../../storage/types.ts'
 import { errnoCode } from '../../lib/errors.ts'
 
 export async function validate (config: ValidateConfig, env: Readonly<Record<string, string | undefined>>, out: (line: string) => void, err: (line: string) => void): Promise<number> {
-  let text: string
+  let bytes: Buffer
   try {
-    text = await readFile(config.file, 'utf8')
+    bytes = await readFile(config.file)
   } catch (e) {
     throw new ConfigError(`cannot read ${config.file}: ${errnoCode(e) ?? (e as Error).message}`)
   }
   let manifest
   try {
-    manifest = parseManifest(text, config.file)
+    manifest = parseManifest(decodeManifest(bytes, config.file), config.file)
   } catch (e) {
     if (!(e instanceof ManifestError)) throw e
     for (const issue of e.issues) err(`${config.file}: ${formatIssue(issue)}`)
@@ -26,7 +28,7 @@ export async function validate (config: ValidateConfig, env: Readonly<Record<str
   }
 
   if (config.remote === undefined) {
-    out(`${config.file}: valid (${manifest.packages.size} packages, ${manifest.entryCount} entries)`)
+    out(`${config.file}: valid (${count(manifest.packages.size, 'package')}, ${count(manifest.entryCount, 'entry', 'entries')})`)
     return 0
   }
 
@@ -42,7 +44,7 @@ export async function validate (config: ValidateConfig, env: Readonly<Record<str
         } catch (e) {
           missing++
           const why = isStorageError(e) ? e.message : String(e)
-          err(`${config.file}: [${entry.name}.${entry.tag}] path "${entry.path}": ${why}`)
+          err(`${config.file}: ${tableName(entry.name, entry.tag)} path "${entry.path}": ${why}`)
         }
       }))
     }
@@ -50,6 +52,6 @@ export async function validate (config: ValidateConfig, env: Readonly<Record<str
     await store.close()
   }
   if (missing > 0) return 1
-  out(`${config.file}: valid (${manifest.packages.size} packages, ${manifest.entryCount} entries); every path exists in ${description}`)
+  out(`${config.file}: valid (${count(manifest.packages.size, 'package')}, ${count(manifest.entryCount, 'entry', 'entries')}); every path exists in ${description}`)
   return 0
 }

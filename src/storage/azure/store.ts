@@ -5,12 +5,13 @@
 
 import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
+import { Transform } from 'node:stream'
 import type { Readable } from 'node:stream'
 import { createBlobHttp } from './http.ts'
 import type { ProxyTarget } from './proxy.ts'
 import { Sha256Check } from '../sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from '../types.ts'
-import type { BlobStore, ReadOptions, TextRead } from '../types.ts'
+import type { ReadOptions, TextRead, WritableStore } from '../types.ts'
 import type { WireResponse } from './wire.ts'
 
 export interface AzureStoreOptions {
@@ -90,7 +91,11 @@ export function toStorageError (err: unknown, what: string): StorageError {
   return new StorageError('failed', `storage failed on ${what}: ${e.message.split('\n')[0] ?? ''}${suffix}`, details)
 }
 
-export function createAzureStore (options: AzureStoreOptions): BlobStore {
+function isConditional (options: { ifNoneMatch?: string, ifMatch?: string }): boolean {
+  return options.ifNoneMatch !== undefined || options.ifMatch !== undefined
+}
+
+export function createAzureStore (options: AzureStoreOptions): WritableStore {
   const { container } = options
   const maxRetryRequests = options.maxRetryRequests ?? 3
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000
@@ -200,16 +205,46 @@ export function createAzureStore (options: AzureStoreOptions): BlobStore {
     },
 
     async upload (path, data, options = {}) {
+      let size = 0
+      const counted = data.pipe(new Transform({
+        transform (chunk: Buffer, _encoding, callback) { size += chunk.length; callback(null, chunk) }
+      }))
+      data.once('error', (err) => counted.destroy(err))
       try {
-        // Blocks of 4 MiB, 4 in flight: memory stays near 16 MiB whatever the file's size.
-        await container.getBlockBlobClient(path).uploadStream(data, 4 * 1024 * 1024, 4, {
+        // Blocks of 4 MiB, 4 in flight: memory stays near 16 MiB whatever the file's size. The
+        // condition applies to the commit: the blob appears whole, or not at all.
+        const conditions = options.ifNoneMatch !== undefined ? { ifNoneMatch: options.ifNoneMatch } : options.ifMatch !== undefined ? { ifMatch: options.ifMatch } : undefined
+        const res = await container.getBlockBlobClient(path).uploadStream(counted, 4 * 1024 * 1024, 4, {
           ...(options.contentType !== undefined && { blobHTTPHeaders: { blobContentType: options.contentType } }),
-          ...(options.onProgress !== undefined && { onProgress: (p: { loadedBytes: number }) => options.onProgress?.(p.loadedBytes) })
+          ...(options.onProgress !== undefined && { onProgress: (p: { loadedBytes: number }) => options.onProgress?.(p.loadedBytes) }),
+          ...(conditions !== undefined && { conditions })
         })
+        if (res.etag === undefined) throw new StorageError('failed', `storage gave no ETag for ${name(path)}`)
+        return { size, etag: res.etag, lastModified: res.lastModified ?? new Date() }
+      } catch (err) {
+        // A failed If-None-Match: * is 409 BlobAlreadyExists; a failed If-Match is 412.
+        const status = (err as RestError).statusCode
+        if (isConditional(options) && (status === 409 || status === 412)) {
+          throw new StorageError('changed', `${name(path)} ${options.ifNoneMatch !== undefined ? 'already exists' : 'is no longer the version expected'}`, { status, cause: err })
+        }
+        throw toStorageError(err, name(path))
+      }
+    },
+
+    async createContainer () {
+      try {
+        return (await bounded(`container "${container.containerName}"`, (abortSignal) => container.createIfNotExists({ abortSignal }))).succeeded
+      } catch (err) {
+        throw toStorageError(err, `container "${container.containerName}"`)
+      }
+    },
+
+    async remove (path, ifMatch) {
+      try {
+        await bounded(name(path), (abortSignal) => container.getBlobClient(path).deleteIfExists({ conditions: { ifMatch }, abortSignal }))
       } catch (err) {
         throw toStorageError(err, name(path))
       }
-      return await this.stat(path)
     },
 
     async close () { http.close() }

@@ -4,12 +4,12 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { AccountSASPermissions } from '@azure/storage-blob'
 import { startAzurite } from '../../helpers/azurite.ts'
-import { startCli } from '../../helpers/cli.ts'
+import { runCli, startCli } from '../../helpers/cli.ts'
 import { tempDir } from '../../helpers/tmp.ts'
 import { until } from '../../helpers/until.ts'
 
@@ -193,4 +193,28 @@ test('a SAS URL as STORAGE works and its signature never reaches the log', async
   const everything = JSON.stringify(server.logs) + server.stderr()
   assert.match(everything, /with a SAS token/)
   assert.ok(!everything.includes(sig) && !everything.includes(encodeURIComponent(sig)), 'the SAS signature appears in the log')
+})
+
+test('serve says "ready" only when /readyz does, and explains a mistaken STORAGE in one line', async (t) => {
+  const root = await tempDir(t)
+  await mkdir(join(root, 'pkg'))
+  const server = startCli(t, ['serve', root, '--port', '0', '--poll-interval', '0'], { AZURE_STORAGE_CONNECTION_STRING: undefined, LOG_LEVEL: 'info' })
+  const line = await server.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('pkg-serve listening at'))
+  assert.match(String(line.msg), /but not ready: no manifest loaded yet \(.*packages\.toml.* does not exist\)/)
+  assert.equal(line.ready, false)
+  assert.equal(server.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('ready to serve')), false)
+  const readyz = await fetch(`${String(line.url)}/readyz`)
+  assert.equal(readyz.status, 503)
+  await server.stop()
+
+  const env = { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined }
+  const container = runCli(['serve', join(root, 'pkg'), '--port', '0'], env)
+  assert.equal(container.status, 2)
+  assert.match(container.stderr, /^pkg-serve: the container directory .*pkg\/pkg does not exist: STORAGE is the directory that holds the container directory "pkg" \(did you mean .*\?\)\n$/)
+  const scheme = runCli(['serve', 'htp://acct.blob.core.windows.net/?sv=2024&sig=SECRETSIG', '--port', '0'], env)
+  assert.equal(scheme.status, 2)
+  assert.match(scheme.stderr, /^pkg-serve: STORAGE "htp:\/\/acct\.blob\.core\.windows\.net\/" starts with "htp:\/\/": use https:\/\//)
+  assert.doesNotMatch(scheme.stderr, /SECRETSIG|sv=2024/)
+  const token = runCli(['serve', 'http://127.0.0.1:1/devstoreaccount1', '--port', '0'], env)
+  assert.match(token.stderr, /is http:\/\/, where a token credential cannot be used: give a SAS URL .* or AZURE_STORAGE_CONNECTION_STRING/)
 })

@@ -1,0 +1,63 @@
+// TOML parsing for the manifest, safe for any key. @iarna/toml (the stack's TOML library) stores
+// keys on plain objects and looks them up with `obj[key] || new table`, so a table named after an
+// Object.prototype member (`[app.toString]`, `[hasOwnProperty.x]`) is silently lost or rejected,
+// and its values land on the shared Object.prototype.toString function. Here every key is
+// prefixed while the library parses (no prefixed key is a prototype member), and the result is
+// rebuilt with the real keys on null-prototype objects. Nothing here may ever return or touch an
+// object that inherits from Object.prototype by a key taken from the text.
+
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+
+interface ParserState { returned: unknown }
+interface TomlParser {
+  parse (text: string): void
+  finish (): unknown
+  callNow (fn: (this: TomlParser) => unknown, returnWith: (this: TomlParser, value: unknown) => unknown): unknown
+  returnNow (value: unknown): unknown
+  parseKeyword (): unknown
+  state: ParserState
+}
+type TomlParserClass = new () => TomlParser
+
+const BaseParser = require('@iarna/toml/lib/toml-parser.js') as TomlParserClass
+const prettyError = require('@iarna/toml/parse-pretty-error.js') as (err: unknown, text: string) => Error
+
+const PREFIX = 'k:'
+
+class PrefixingParser extends BaseParser {
+  override parseKeyword (): unknown {
+    // Parse the key with the library's own rules (bare, quoted, literal), then hand it back prefixed.
+    return this.callNow(BaseParser.prototype.parseKeyword, function (this: TomlParser, key: unknown) {
+      return this.returnNow(`${PREFIX}${String(key)}`)
+    })
+  }
+}
+
+/** A TOML table: a null-prototype object whose keys are exactly the document's. */
+export type TomlTable = { [key: string]: TomlValue }
+export type TomlValue = string | number | boolean | Date | TomlValue[] | TomlTable
+
+function unprefix (value: unknown): TomlValue {
+  if (Array.isArray(value)) return value.map(unprefix)
+  if (typeof value !== 'object' || value === null || value instanceof Date) return value as TomlValue
+  const table = Object.create(null) as TomlTable
+  for (const key of Object.keys(value)) {
+    // Own keys only: everything the parser stored carries the prefix.
+    if (!key.startsWith(PREFIX)) continue
+    table[key.slice(PREFIX.length)] = unprefix((value as Record<string, unknown>)[key])
+  }
+  return table
+}
+
+/** Parses TOML text; throws the library's error (with line, col and pos) on a syntax error. */
+export function parseToml (text: string): TomlTable {
+  const parser = new PrefixingParser()
+  try {
+    parser.parse(text)
+    return unprefix(parser.finish()) as TomlTable
+  } catch (err) {
+    throw prettyError(err, text)
+  }
+}
