@@ -22,7 +22,8 @@ set -euo pipefail
 
 dir=${PKG_SERVE_IMAGE_DIR:-${TMPDIR:-/tmp}/pkg-serve-ci-image}
 image=${PKG_SERVE_IMAGE:-localhost/pkg-serve:ci}
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+here=${BASH_SOURCE[0]%/*}; [ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+repo=$(cd "$here/.." && pwd) # builtins only: the checks below must work on a bare PATH
 
 if [ "${1:-build}" = env ]; then
   printf 'export CONTAINERS_STORAGE_CONF=%q\n' "$dir/storage.conf"
