@@ -7,6 +7,8 @@
 #   scripts/image.sh         build the image, or bring it up to date (only changed steps rebuild)
 #   scripts/image.sh env     print the exports with which podman and buildah see that storage:
 #                            eval "$(scripts/image.sh env)"; podman run --rm pkg-serve:ci --help
+#   scripts/image.sh clean   delete the scratch dir: images, base and layer cache (each build whose
+#                            lockfile or Dockerfile changed leaves its old layers behind)
 #
 # The Dockerfile's base (ARG NODE_IMAGE, node:24-bookworm-slim) cannot be pulled here, so the
 # first build makes a stand-in of it: Debian from this host's apt mirror (debootstrap, trimmed as
@@ -31,12 +33,22 @@ if [ "${1:-build}" = env ]; then
   printf 'export PKG_SERVE_IMAGE=%q\n' "$image"
   exit 0
 fi
-[ "${1:-build}" = build ] || { echo "image: unknown command '$1' (build or env)" >&2; exit 2; }
+case ${1:-build} in build|clean) ;; *) echo "image: unknown command '$1' (build, env or clean)" >&2; exit 2 ;; esac
 
 # One clear line and a non-zero exit: what is wrong, and what would fix it. Builtins only until
 # the tools are known to be there.
 die () { echo "image: $*" >&2; exit 1; }
 [ "$EUID" = 0 ] || die "needs root (buildah builds and podman runs the image as root; CI runs as root)"
+
+if [ "${1:-build}" = clean ]; then
+  # podman unmounts what it mounted before its storage goes.
+  if [ -f "$dir/storage.conf" ] && command -v podman >/dev/null; then
+    CONTAINERS_STORAGE_CONF="$dir/storage.conf" CONTAINERS_CONF="$dir/containers.conf" podman system reset --force >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+  echo "image: removed $dir"
+  exit 0
+fi
 
 started=$SECONDS
 say () { echo "image: $* [$((SECONDS - started))s]"; }

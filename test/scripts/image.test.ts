@@ -54,6 +54,6 @@ test('image.sh fails with one line where it cannot build', async (t) => {
   await t.test('an unknown command', () => {
     const r = image(['frob'])
     assert.equal(r.status, 2)
-    assert.equal(r.stderr, "image: unknown command 'frob' (build or env)\n")
+    assert.equal(r.stderr, "image: unknown command 'frob' (build, env or clean)\n")
   })
 })
