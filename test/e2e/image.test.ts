@@ -47,14 +47,18 @@ node -e '
     console.log(createHash("sha256").update(Buffer.from(await r.arrayBuffer())).digest("hex") + "  tool.sh")
   })'
 `
-// Starts processes that outlive a careless launcher (one in a session of its own) and records
-// their PIDs next to itself, in the host dir.
+// Starts processes that outlive a careless launcher (one in a session of its own), records their
+// PIDs next to itself in the host dir, and each records the SIGTERM it gets: SIGKILL from runc
+// when the container goes would leave no record, so only signals passed down the chain podman ->
+// tini -> launcher -> script count.
 const LONG = `#!/bin/bash
 set -euo pipefail
-pids="$(dirname "$0")/long.pids"
-echo "$$" > "$pids"
-setsid sleep 3600 & echo "$!" >> "$pids"
-sleep 3600 & echo "$!" >> "$pids"
+dir=$(dirname "$0")
+trap 'echo script >> "$dir/long.terms"; exit 0' TERM
+echo "$$" > "$dir/long.pids"
+loop='trap "echo $1 >> $0; exit 0" TERM; while :; do sleep 0.2; done'
+setsid bash -c "$loop" "$dir/long.terms" setsid & echo "$!" >> "$dir/long.pids"
+bash -c "$loop" "$dir/long.terms" child & echo "$!" >> "$dir/long.pids"
 echo "started"
 wait
 `
@@ -207,5 +211,8 @@ test(`the image ${IMAGE}, built from docker/Dockerfile`, { skip: imageSkip() }, 
     const code = await terminate(pod)
     assert.notEqual(code, 137, 'the container had to be killed')
     assert.deepEqual(pids.filter(alive), [], 'processes of the script outlived the container')
+    const termsFile = join(node.hostDir, 'long.terms')
+    const terms = existsSync(termsFile) ? (await readFile(termsFile, 'utf8')).trim().split('\n').sort() : []
+    assert.deepEqual(terms, ['child', 'script', 'setsid'], 'every process of the script got SIGTERM')
   })
 })
