@@ -28,7 +28,7 @@
 // never touches a cgroup that is not a run's (a recorded path is checked before use).
 
 import { constants as fsConstants } from 'node:fs'
-import { access, mkdir, readdir, readFile, rmdir, statfs, writeFile } from 'node:fs/promises'
+import { access, mkdir, readdir, readFile, readlink, rmdir, statfs, writeFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { basename, dirname } from 'node:path'
 import { errnoCode } from '../lib/errors.ts'
@@ -102,13 +102,21 @@ export interface OwnCgroup {
 /**
  * This process's cgroup v2 directory, from /proc/self/mountinfo and /proc/self/cgroup; undefined
  * when no cgroup2 is mounted where this process can use it (cgroup v1 alone, or hidden mounts).
+ *
+ * With `through` (a process id), the mounts are those of that process, reached through
+ * /proc/PID/root: a privileged container that sees no cgroup2 of its own (a hybrid host's runc
+ * mounts v1 only) still finds its cgroup in the node's tree, with hostPID. Only when both share
+ * one cgroup namespace: otherwise this process's path means nothing in the other's tree.
  */
-export async function findOwnCgroup (proc = '/proc/self'): Promise<OwnCgroup | undefined> {
+export async function findOwnCgroup (through?: string): Promise<OwnCgroup | undefined> {
+  const proc = through === undefined ? '/proc/self' : `/proc/${through}`
+  const prefix = through === undefined ? '' : `/proc/${through}/root`
   let mounts: MountEntry[]
   let own: string | undefined
   try {
+    if (through !== undefined && await readlink('/proc/self/ns/cgroup') !== await readlink(`${proc}/ns/cgroup`)) return undefined
     mounts = parseMountInfo(await readFile(`${proc}/mountinfo`, 'utf8'))
-    own = parseProcCgroup(await readFile(`${proc}/cgroup`, 'utf8'))
+    own = parseProcCgroup(await readFile('/proc/self/cgroup', 'utf8'))
   } catch {
     return undefined
   }
@@ -116,9 +124,10 @@ export async function findOwnCgroup (proc = '/proc/self'): Promise<OwnCgroup | u
   for (const m of mounts.filter((e) => e.fsType === 'cgroup2')) {
     const rel = under(m.root, own)
     if (rel === undefined) continue
-    const dir = join(m.mountPoint, rel)
+    const mount = prefix === '' ? m.mountPoint : join(prefix, m.mountPoint)
+    const dir = join(mount, rel)
     // A mount hidden under a later one (cgroup2 mounted over /sys/fs/cgroup) fails this check.
-    if (await isCgroup2(dir)) return { mount: m.mountPoint, dir }
+    if (await isCgroup2(dir)) return { mount, dir }
   }
   return undefined
 }
@@ -170,8 +179,8 @@ export const NODE_SLICE = 'pkg-serve.slice'
 /** The run's cgroup for this action and mode, or why there is none (no cgroup v2 reachable). */
 export async function placeRun (opts: PlaceOptions): Promise<RunCgroup | { readonly unavailable: string }> {
   if (opts.scriptCgroup === 'pod' || !opts.nsenter) {
-    const own = await findOwnCgroup()
-    if (own === undefined) return { unavailable: 'no cgroup v2 is mounted here (/proc/self/mountinfo)' }
+    const own = await findOwnCgroup() ?? await findOwnCgroup(opts.nsenterTarget)
+    if (own === undefined) return { unavailable: `no cgroup v2 is mounted here (/proc/self/mountinfo), nor reachable in this cgroup namespace through /proc/${opts.nsenterTarget}/root` }
     const dir = opts.scriptCgroup === 'pod' ? join(own.dir, `${POD_PREFIX}${opts.action}`) : join(own.mount, `${NODE_SLICE}/${opts.action}`)
     return { mode: opts.scriptCgroup, dir, joinDir: dir, joinOnNode: false }
   }

@@ -213,6 +213,6 @@ test(`the image ${IMAGE}, built from docker/Dockerfile`, { skip: imageSkip() }, 
     assert.deepEqual(pids.filter(alive), [], 'processes of the script outlived the container')
     const termsFile = join(node.hostDir, 'long.terms')
     const terms = existsSync(termsFile) ? (await readFile(termsFile, 'utf8')).trim().split('\n').sort() : []
-    assert.deepEqual(terms, ['child', 'script', 'setsid'], 'every process of the script got SIGTERM')
+    assert.deepEqual(terms, ['child', 'script', 'setsid'], `every process of the script got SIGTERM; ${JSON.stringify(pod.logs.filter((l) => l.stream === undefined).map((l) => l.msg))}`)
   })
 })

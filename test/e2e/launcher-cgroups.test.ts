@@ -52,10 +52,10 @@ interface Fixture {
   pids (): Promise<number[]>
 }
 
-async function fixture (t: Ctx, actions: Record<string, string>, opts: { nodeCgroup2?: boolean } = {}): Promise<Fixture> {
+async function fixture (t: Ctx, actions: Record<string, string>, opts: { nodeCgroup2?: boolean, nodeWithoutCgroup2?: boolean } = {}): Promise<Fixture> {
   const pod = await testCgroup(t, 'pod')
   const nodeCgroup = opts.nodeCgroup2 === true ? await testCgroup(t, 'node') : undefined
-  const node = await startFakeNode(t, 'fake-node', { cgroup: nodeCgroup })
+  const node = await startFakeNode(t, 'fake-node', { cgroup: nodeCgroup, withoutCgroup2: opts.nodeWithoutCgroup2 === true })
   const dir = await tempDir(t)
   const actionsDir = join(dir, 'actions')
   const stateDir = join(dir, 'state')
@@ -132,6 +132,17 @@ test('the run\'s cgroup, on a fake node', { skip }, async (t) => {
     await stopAndCheck(f, cli, join(f.pod, 'pkg-serve-run.install'))
   })
 
+  await t.test('pod, in a container that mounts no cgroup2 of its own (runc on a hybrid host): its cgroup is found through the node, with hostPID', async (t) => {
+    const f = await fixture(t, { install: DAEMONS })
+    // The launcher sees no cgroup2 mount; the node it enters does, in the same cgroup namespace.
+    const cli = f.launch(['install', f.storage], [...inCgroup(f.pod), ...withoutCgroup2()])
+    await cli.waitForLog((l) => l.msg === 'started')
+    const runCgroup = join(f.pod, 'pkg-serve-run.install')
+    assert.ok(cli.logs.some(msgIs(`the script runs in cgroup /proc/${f.node.pid}/root${runCgroup} (inside the pod's cgroup`)), JSON.stringify(cli.logs.slice(0, 3)))
+    assert.ok(scriptLine(cli, 'cgroup=')?.endsWith('/pkg-serve-run.install'), scriptLine(cli, 'cgroup='))
+    await stopAndCheck(f, cli, runCgroup)
+  })
+
   await t.test('--script-cgroup node: the script runs in pkg-serve.slice/ACTION on the node, not under the launcher\'s cgroup', async (t) => {
     const f = await fixture(t, { install: DAEMONS }, { nodeCgroup2: true })
     const cli = f.launch(['--script-cgroup', 'node', 'install', f.storage], asPod(f.pod))
@@ -201,7 +212,8 @@ ${DAEMONS.split('\n').slice(1).join('\n')}`
   }
 
   await t.test('no cgroup v2 mounted: the process tree, and the log says so', async (t) => {
-    const f = await fixture(t, { install: '#!/bin/sh\nsleep 300 &\necho $! > "$(dirname "$0")/pids"\necho started\nwait\n' })
+    // Neither the launcher nor the node it enters sees a cgroup2 mount (a cgroup v1 node).
+    const f = await fixture(t, { install: '#!/bin/sh\nsleep 300 &\necho $! > "$(dirname "$0")/pids"\necho started\nwait\n' }, { nodeWithoutCgroup2: true })
     const cli = f.launch(['install', f.storage], [...inCgroup(f.pod), ...withoutCgroup2()])
     await cli.waitForLog((l) => l.msg === 'started')
     assert.ok(cli.logs.some(msgIs('no cgroup v2 for the script (no cgroup v2 is mounted here')), JSON.stringify(cli.logs.slice(0, 5)))

@@ -28,6 +28,8 @@ export interface FakeNodeOptions {
    * its own cgroup namespace rooted there, cgroup2 mounted at /sys/fs/cgroup.
    */
   readonly cgroup?: string
+  /** A node with no cgroup v2 mounted (cgroup v1 alone): its cgroup2 mounts are taken away. */
+  readonly withoutCgroup2?: boolean
 }
 
 export async function startFakeNode (t: TestContext, hostname = 'fake-node', options: FakeNodeOptions = {}): Promise<FakeNode> {
@@ -36,7 +38,9 @@ export async function startFakeNode (t: TestContext, hostname = 'fake-node', opt
   const hostPath = join(root, 'node-opt-actions')
   await mkdir(hostDir)
   await mkdir(hostPath)
-  const cgroup2 = options.cgroup === undefined ? '' : 'mount -t cgroup2 none /sys/fs/cgroup && '
+  const cgroup2 = options.cgroup !== undefined
+    ? 'mount -t cgroup2 none /sys/fs/cgroup && '
+    : options.withoutCgroup2 === true ? 'findmnt -rn -t cgroup2 -o TARGET | xargs -r -n1 umount -l && ' : ''
   const script = `hostname "$1" && mount --bind "$2" "$3" && ${cgroup2}echo "$$" && exec sleep 3600`
   const unshare = ['unshare', '--mount', '--uts', ...(options.cgroup === undefined ? [] : ['--cgroup']), '--fork', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', hostname, hostDir, hostPath]
   // Joins the cgroup first: the new cgroup namespace is rooted where unshare runs.

@@ -9,6 +9,7 @@ import {
 } from '../../src/launcher/cgroup.ts'
 import { alive } from '../../src/launcher/supervise.ts'
 import { cgroupRoot, testCgroup } from '../helpers/cgroup.ts'
+import { until } from '../helpers/until.ts'
 
 const root = await cgroupRoot()
 const needsRoot = typeof root === 'string' ? false : root.unavailable
@@ -48,7 +49,11 @@ test('a real cgroup: the shim joins it, a double fork stays in it, stopCgroup en
   const [file = '', ...args] = joinArgv(dir, ['/bin/sh', '-c', script])
   const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   const daemon = await new Promise<number>((resolve) => child.stdout.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())) }))
-  const pids = await cgroupPids(dir)
+  // The script's own `sleep 300` may start after the daemon said its PID.
+  const pids = await until('the script, its sleep and the daemon in the cgroup', async () => {
+    const now = await cgroupPids(dir)
+    return now.length >= 3 ? now : undefined
+  })
   assert.ok(pids.includes(daemon) && child.pid !== undefined && pids.includes(child.pid), `${pids.join(' ')}`)
   assert.equal(await populated(dir), true)
 
