@@ -6,16 +6,17 @@
 import { basename } from 'node:path'
 import type { Readable } from 'node:stream'
 import contentDisposition from 'content-disposition'
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import mime from 'mime-types'
 import { z } from 'zod'
 import { storageFailure } from '../http/errors.ts'
-import { planResponse } from '../http/conditional.ts'
+import { askableInOne, planResponse } from '../http/conditional.ts'
+import type { Plan } from '../http/conditional.ts'
 import type { Manifest, PackageEntry } from '../manifest/parse.ts'
 import { IntegrityError } from '../storage/sha256.ts'
 import { isStorageError } from '../storage/types.ts'
-import type { BlobProperties } from '../storage/types.ts'
+import type { BlobProperties, OpenedBlob } from '../storage/types.ts'
 
 const GENERIC_TYPES = new Set(['application/octet-stream', 'binary/octet-stream', ''])
 const RETRY_AFTER_SECONDS = 5
@@ -76,6 +77,15 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     return tags
   }
 
+  function findEntry (reply: FastifyReply, name: string, tag: string): PackageEntry {
+    const tags = requirePackage(requireManifest(reply), name)
+    const entry = tags.get(tag)
+    if (entry === undefined) {
+      throw httpErrors.notFound(`package ${show(name)} has no tag ${show(tag)}; its tags: ${listSome(sorted(tags.keys(), (t) => t))}`)
+    }
+    return entry
+  }
+
   fastify.get('/', async (_request, reply) => {
     const manifest = requireManifest(reply)
     return {
@@ -90,6 +100,78 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     return { name, tags: tagObjects(tags) }
   })
 
+  /** The headers of a download (200 or 206) of `blob`; returns the body's length. */
+  function downloadHeaders (reply: FastifyReply, entry: PackageEntry, blob: BlobProperties, plan: Plan): number {
+    reply.code(200).removeHeader('content-range')
+    reply.headers({
+      etag: blob.etag,
+      'last-modified': blob.lastModified.toUTCString(),
+      'cache-control': 'no-cache',
+      'accept-ranges': 'bytes',
+      'content-type': contentTypeOf(entry, blob),
+      'content-disposition': attachment(entry.filename ?? basename(entry.path)),
+      'x-content-type-options': 'nosniff'
+    })
+    let length = blob.size
+    if (plan.status === 206) {
+      length = plan.end - plan.start + 1
+      reply.code(206).header('content-range', `bytes ${plan.start}-${plan.end}/${blob.size}`)
+    }
+    reply.header('content-length', String(length))
+    return length
+  }
+
+  /** Streams a checked storage body; once bytes are out, a failure breaks the connection. */
+  function stream (request: FastifyRequest, reply: FastifyReply, body: Readable, length: number, entry: PackageEntry, context: string): FastifyReply {
+    body.once('error', (err: Error) => {
+      // A client that hung up is an aborted download (counted on 'close'), not a storage error.
+      if (reply.raw.destroyed && !reply.raw.writableFinished && err.name !== 'IntegrityError' && !isStorageError(err)) {
+        request.log.info({ blob: entry.path }, `download of ${context} ended: the client hung up`)
+        return
+      }
+      const integrity = err.name === 'IntegrityError'
+      metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
+      request.log[integrity ? 'error' : 'warn']({ blob: entry.path, error: err.message }, `download of ${context} broken: ${err.message}`)
+    })
+    let finished = false
+    reply.raw.once('finish', () => {
+      finished = true
+      metrics.downloads.inc({ result: 'complete' })
+      metrics.bytesServed.inc(length)
+    })
+    reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
+    return reply.send(body)
+  }
+
+  /**
+   * One storage request for the whole answer: a plain GET, or one byte range from a given
+   * position, goes to storage as it is, and the reply is planned from storage's answer (size,
+   * ETag, type, dates). Undefined when the answer it gets is not the one to send (an empty blob,
+   * a range past the end): the caller then looks the blob up first.
+   */
+  async function serveInOne (request: FastifyRequest, reply: FastifyReply, entry: PackageEntry, context: string, ask: { start?: number, end?: number }): Promise<FastifyReply | undefined> {
+    const open = store.open
+    if (open === undefined) return undefined
+    const whole = ask.start === undefined
+    let opened: OpenedBlob
+    try {
+      opened = await open.call(store, entry.path, { ...ask, ...(whole && entry.sha256 !== undefined && { sha256: entry.sha256 }) })
+    } catch (err) {
+      if (isStorageError(err) && err.status === 416) return undefined
+      throw toHttpError(err, context)
+    }
+    const plan = planResponse(request.headers, opened.props)
+    const same = plan.status === 200
+      ? whole && opened.start === 0 && opened.end === opened.props.size - 1
+      : plan.status === 206 && !whole && plan.start === opened.start && plan.end === opened.end
+    if (!same) {
+      opened.body.destroy()
+      return undefined
+    }
+    const length = downloadHeaders(reply, entry, opened.props, plan)
+    return stream(request, reply, opened.body, length, entry, context)
+  }
+
   fastify.route({
     method: ['GET', 'HEAD'],
     url: '/:name/:tag',
@@ -97,12 +179,14 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     schema: { params: tagParams },
     async handler (request, reply) {
       const { name, tag } = request.params
-      const tags = requirePackage(requireManifest(reply), name)
-      const entry = tags.get(tag)
-      if (entry === undefined) {
-        throw httpErrors.notFound(`package ${show(name)} has no tag ${show(tag)}; its tags: ${listSome(sorted(tags.keys(), (t) => t))}`)
-      }
+      const entry = findEntry(reply, name, tag)
       const context = `[${entry.name}.${entry.tag}] (blob "${entry.path}")`
+
+      const ask = request.method === 'GET' ? askableInOne(request.headers) : undefined
+      if (ask !== undefined) {
+        const served = await serveInOne(request, reply, entry, context, ask)
+        if (served !== undefined) return served
+      }
 
       // Looked up, then read pinned to that ETag; if the blob is replaced in between, look again once.
       for (let attempt = 0; ; attempt++) {
@@ -115,36 +199,24 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           throw toHttpError(err, context)
         }
 
-        reply.headers({
-          etag: blob.etag,
-          'last-modified': blob.lastModified.toUTCString(),
-          'cache-control': 'no-cache',
-          'accept-ranges': 'bytes'
-        })
         const plan = planResponse(request.headers, blob)
-        if (plan.status === 304) return reply.code(304).send()
+        if (plan.status === 304) {
+          reply.headers({ etag: blob.etag, 'last-modified': blob.lastModified.toUTCString(), 'cache-control': 'no-cache', 'accept-ranges': 'bytes' })
+          return reply.code(304).send()
+        }
         if (plan.status === 416) {
+          reply.headers({ etag: blob.etag, 'last-modified': blob.lastModified.toUTCString(), 'accept-ranges': 'bytes' })
           reply.header('content-range', `bytes */${blob.size}`)
           throw httpErrors.rangeNotSatisfiable(`range ${request.headers.range ?? ''} is outside ${context}, which is ${blob.size} bytes`)
         }
-
-        reply.headers({
-          'content-type': contentTypeOf(entry, blob),
-          'content-disposition': attachment(entry.filename ?? basename(entry.path)),
-          'x-content-type-options': 'nosniff'
-        })
-        let length = blob.size
-        if (plan.status === 206) {
-          length = plan.end - plan.start + 1
-          reply.code(206).header('content-range', `bytes ${plan.start}-${plan.end}/${blob.size}`)
-        }
-        reply.header('content-length', String(length))
+        const length = downloadHeaders(reply, entry, blob, plan)
         if (request.method === 'HEAD') return reply.send()
 
         let body: Readable
         try {
           body = await store.read(entry.path, {
             etag: blob.etag,
+            size: blob.size,
             ...(plan.status === 206 && { start: plan.start, end: plan.end }),
             // Only a whole blob can be checked against the manifest's digest.
             ...(plan.status === 200 && entry.sha256 !== undefined && { sha256: entry.sha256 })
@@ -153,22 +225,18 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           if (attempt === 0 && isStorageError(err) && err.kind === 'changed') continue
           throw toHttpError(err, context)
         }
-        // Once the first bytes are out, a failure breaks the connection (never a short 200); before
-        // that, the error handler answers with the failure's own status.
-        body.once('error', (err: Error) => {
-          const integrity = err.name === 'IntegrityError'
-          metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
-          request.log[integrity ? 'error' : 'warn']({ err, blob: entry.path }, `download of ${context} broken: ${err.message}`)
-        })
-        let finished = false
-        reply.raw.once('finish', () => {
-          finished = true
-          metrics.downloads.inc({ result: 'complete' })
-          metrics.bytesServed.inc(length)
-        })
-        reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
-        return reply.send(body)
+        return stream(request, reply, body, length, entry, context)
       }
+    }
+  })
+
+  // Packages are read-only here: anything but GET and HEAD is 405 with the methods that work.
+  fastify.route({
+    method: ['DELETE', 'OPTIONS', 'PATCH', 'POST', 'PUT'],
+    url: '/:name/:tag',
+    schema: { params: tagParams },
+    async handler (request) {
+      throw httpErrors.createError(405, `${request.method} is not allowed on a package: use GET or HEAD`, { headers: { allow: 'GET, HEAD' } })
     }
   })
 

@@ -167,7 +167,7 @@ test('downloads from storage over TLS', async (t) => {
     await once(other, 'listening')
     t.after(() => { other.close() })
     const otherPort = String((other.address() as AddressInfo).port)
-    assert.equal(await probe('127.0.0.1', String(tlsPort), '127.0.0.1', proxyPort, 'user:s3cr3t'), 'accepted 400')
+    assert.equal(await probe('127.0.0.1', String(tlsPort), '127.0.0.1', proxyPort, 'user:s3cr3t'), 'accepted 403')
     assert.equal(await probe('127.0.0.2', otherPort), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
     assert.equal(await probe('127.0.0.2', otherPort, '127.0.0.1', proxyPort, 'user:s3cr3t'), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
   })
