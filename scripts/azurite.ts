@@ -31,12 +31,16 @@ function stopChild (child: ChildProcess): Promise<void> {
   })
 }
 
-/** In memory unless `location` names a directory to keep blobs in (Azurite's own default). */
-export async function spawnAzurite (options: { location?: string } = {}): Promise<AzuriteProcess> {
+/**
+ * In memory unless `location` names a directory to keep blobs in (Azurite's own default); over
+ * HTTPS when given a certificate and key (PEM files), as Azure Storage always is.
+ */
+export async function spawnAzurite (options: { location?: string, tls?: { cert: string, key: string } } = {}): Promise<AzuriteProcess> {
   const main = createRequire(import.meta.url).resolve('azurite/dist/src/blob/main.js')
   const persistence = options.location !== undefined ? ['--location', options.location] : ['--inMemoryPersistence']
+  const tls = options.tls !== undefined ? ['--cert', options.tls.cert, '--key', options.tls.key] : []
   const child = spawn(process.execPath, [
-    main, ...persistence, '--blobHost', '127.0.0.1', '--blobPort', '0',
+    main, ...persistence, ...tls, '--blobHost', '127.0.0.1', '--blobPort', '0',
     '--skipApiVersionCheck', '--loose', '--disableTelemetry', '--silent'
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
 
@@ -45,7 +49,7 @@ export async function spawnAzurite (options: { location?: string } = {}): Promis
     const timer = setTimeout(() => { reject(new Error(`Azurite did not start in 30s: ${out}`)) }, 30_000)
     child.stdout?.on('data', (chunk: Buffer) => {
       out += chunk.toString()
-      const match = /successfully listens on http:\/\/[^:]+:(\d+)/.exec(out)
+      const match = /successfully listens on https?:\/\/[^:]+:(\d+)/.exec(out)
       if (match?.[1] !== undefined) { clearTimeout(timer); resolve(Number(match[1])) }
     })
     child.stderr?.on('data', (chunk: Buffer) => { out += chunk.toString() })
@@ -53,6 +57,6 @@ export async function spawnAzurite (options: { location?: string } = {}): Promis
   })
   child.stdout?.resume()
   child.stderr?.resume()
-  const blobEndpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`
+  const blobEndpoint = `${options.tls !== undefined ? 'https' : 'http'}://127.0.0.1:${port}/${AZURITE_ACCOUNT}`
   return { pid: child.pid ?? -1, port, blobEndpoint, connectionString: connectionStringFor(blobEndpoint), stop: () => stopChild(child) }
 }

@@ -60,6 +60,16 @@ const tagParams = z.object({ name: z.string(), tag: z.string() })
 const packages: FastifyPluginAsyncZod = async function packages (fastify) {
   const { store, metrics, httpErrors } = fastify
 
+  // Versions whose bytes did not match the manifest's sha256 (sha256 + ETag): a client resuming
+  // one (wget retries with Range) would get the rest unchecked, so the rest is refused too.
+  const corrupt = new Set<string>()
+  const corruptKey = (entry: PackageEntry, etag: string): string => `${entry.sha256 ?? ''}\n${etag}`
+  function refuseCorrupt (entry: PackageEntry, etag: string): void {
+    if (entry.sha256 !== undefined && corrupt.has(corruptKey(entry, etag))) {
+      throw new IntegrityError(`sha256 mismatch: the manifest says ${entry.sha256}, and storage sent other bytes for this version of the blob`)
+    }
+  }
+
   function requireManifest (reply: FastifyReply): Manifest {
     const current = fastify.manifests.manifest
     if (current !== undefined) return current
@@ -122,8 +132,12 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
   }
 
   /** Streams a checked storage body; once bytes are out, a failure breaks the connection. */
-  function stream (request: FastifyRequest, reply: FastifyReply, body: Readable, length: number, entry: PackageEntry, context: string): FastifyReply {
+  function stream (request: FastifyRequest, reply: FastifyReply, body: Readable, length: number, entry: PackageEntry, etag: string, context: string): FastifyReply {
     body.once('error', (err: Error) => {
+      if (err instanceof IntegrityError) {
+        if (corrupt.size >= 1024) corrupt.clear()
+        corrupt.add(corruptKey(entry, etag))
+      }
       // A client that hung up is an aborted download (counted on 'close'), not a storage error.
       if (reply.raw.destroyed && !reply.raw.writableFinished && err.name !== 'IntegrityError' && !isStorageError(err)) {
         request.log.info({ blob: entry.path }, `download of ${context} ended: the client hung up`)
@@ -146,18 +160,24 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
   /**
    * One storage request for the whole answer: a plain GET, or one byte range from a given
    * position, goes to storage as it is, and the reply is planned from storage's answer (size,
-   * ETag, type, dates). Undefined when the answer it gets is not the one to send (an empty blob,
+   * ETag, type, dates). False when the answer it gets is not the one to send (an empty blob,
    * a range past the end): the caller then looks the blob up first.
    */
-  async function serveInOne (request: FastifyRequest, reply: FastifyReply, entry: PackageEntry, context: string, ask: { start?: number, end?: number }): Promise<FastifyReply | undefined> {
+  async function serveInOne (request: FastifyRequest, reply: FastifyReply, entry: PackageEntry, context: string, ask: { start?: number, end?: number }): Promise<boolean> {
     const open = store.open
-    if (open === undefined) return undefined
+    if (open === undefined) return false
     const whole = ask.start === undefined
     let opened: OpenedBlob
     try {
       opened = await open.call(store, entry.path, { ...ask, ...(whole && entry.sha256 !== undefined && { sha256: entry.sha256 }) })
     } catch (err) {
-      if (isStorageError(err) && err.status === 416) return undefined
+      if (isStorageError(err) && err.status === 416) return false
+      throw toHttpError(err, context)
+    }
+    try {
+      refuseCorrupt(entry, opened.props.etag)
+    } catch (err) {
+      opened.body.destroy()
       throw toHttpError(err, context)
     }
     const plan = planResponse(request.headers, opened.props)
@@ -166,10 +186,12 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
       : plan.status === 206 && !whole && plan.start === opened.start && plan.end === opened.end
     if (!same) {
       opened.body.destroy()
-      return undefined
+      return false
     }
     const length = downloadHeaders(reply, entry, opened.props, plan)
-    return stream(request, reply, opened.body, length, entry, context)
+    // Not the reply itself: it is a thenable, which an async function would wait for.
+    stream(request, reply, opened.body, length, entry, opened.props.etag, context)
+    return true
   }
 
   fastify.route({
@@ -183,10 +205,7 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
       const context = `[${entry.name}.${entry.tag}] (blob "${entry.path}")`
 
       const ask = request.method === 'GET' ? askableInOne(request.headers) : undefined
-      if (ask !== undefined) {
-        const served = await serveInOne(request, reply, entry, context, ask)
-        if (served !== undefined) return served
-      }
+      if (ask !== undefined && await serveInOne(request, reply, entry, context, ask)) return reply
 
       // Looked up, then read pinned to that ETag; if the blob is replaced in between, look again once.
       for (let attempt = 0; ; attempt++) {
@@ -199,6 +218,7 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           throw toHttpError(err, context)
         }
 
+        if (request.method === 'GET') refuseCorrupt(entry, blob.etag)
         const plan = planResponse(request.headers, blob)
         if (plan.status === 304) {
           reply.headers({ etag: blob.etag, 'last-modified': blob.lastModified.toUTCString(), 'cache-control': 'no-cache', 'accept-ranges': 'bytes' })
@@ -225,7 +245,7 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           if (attempt === 0 && isStorageError(err) && err.kind === 'changed') continue
           throw toHttpError(err, context)
         }
-        return stream(request, reply, body, length, entry, context)
+        return stream(request, reply, body, length, entry, blob.etag, context)
       }
     }
   })
