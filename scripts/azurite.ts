@@ -45,13 +45,15 @@ export function exportLine (connectionString: string): string {
 
 /**
  * In memory unless `location` names a directory to keep blobs in (Azurite writes its database
- * and config there, never into the current directory). Port 0 picks a free one.
+ * and config there, never into the current directory); over HTTPS when given a certificate and
+ * key (PEM files), as Azure Storage always is. Port 0 picks a free one.
  */
-export async function spawnAzurite (options: { location?: string, port?: number } = {}): Promise<AzuriteProcess> {
+export async function spawnAzurite (options: { location?: string, port?: number, tls?: { cert: string, key: string } } = {}): Promise<AzuriteProcess> {
   const main = createRequire(import.meta.url).resolve('azurite/dist/src/blob/main.js')
   const persistence = options.location !== undefined ? ['--location', options.location] : ['--inMemoryPersistence']
+  const tls = options.tls !== undefined ? ['--cert', options.tls.cert, '--key', options.tls.key] : []
   const child = spawn(process.execPath, [
-    main, ...persistence, '--blobHost', '127.0.0.1', '--blobPort', String(options.port ?? 0),
+    main, ...persistence, ...tls, '--blobHost', '127.0.0.1', '--blobPort', String(options.port ?? 0),
     '--skipApiVersionCheck', '--loose', '--disableTelemetry', '--silent'
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
 
@@ -60,7 +62,7 @@ export async function spawnAzurite (options: { location?: string, port?: number 
     const timer = setTimeout(() => { reject(new Error(`Azurite did not start in 30s: ${out}`)) }, 30_000)
     child.stdout?.on('data', (chunk: Buffer) => {
       out += chunk.toString()
-      const match = /successfully listens on http:\/\/[^:]+:(\d+)/.exec(out)
+      const match = /successfully listens on https?:\/\/[^:]+:(\d+)/.exec(out)
       if (match?.[1] !== undefined) { clearTimeout(timer); resolve(Number(match[1])) }
     })
     child.stderr?.on('data', (chunk: Buffer) => { out += chunk.toString() })
@@ -68,7 +70,7 @@ export async function spawnAzurite (options: { location?: string, port?: number 
   })
   child.stdout?.resume()
   child.stderr?.resume()
-  const blobEndpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`
+  const blobEndpoint = `${options.tls !== undefined ? 'https' : 'http'}://127.0.0.1:${port}/${AZURITE_ACCOUNT}`
   return { pid: child.pid ?? -1, port, blobEndpoint, connectionString: connectionStringFor(blobEndpoint), stop: () => stopChild(child) }
 }
 

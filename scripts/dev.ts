@@ -84,6 +84,9 @@ async function main (): Promise<void> {
       manifest: 'packages.toml',
       pollInterval: 2,
       storageTimeout: 30,
+      readConnections: 4,
+      readChunk: 8,
+      readAhead: 64,
       host: 'localhost'
     }
     try {

@@ -38,7 +38,7 @@ const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {
   fastify.setSerializerCompiler(serializerCompiler)
 
   await fastify.register(sensible)
-  await fastify.register(metricsPlugin)
+  await fastify.register(metricsPlugin, { stats: opts.store.stats })
   await fastify.register(storagePlugin, { store: opts.store })
   await fastify.register(manifestPlugin, {
     manifestPath: opts.manifestPath,

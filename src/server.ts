@@ -29,7 +29,12 @@ export interface ServerDeps {
 
 /** Opens the storage and builds a ready app (manifest loaded or retrying), not yet listening. */
 export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<FastifyInstance> {
-  const { store, description } = await openStore(config, deps.env)
+  const MiB = 1024 * 1024
+  const { store, description } = await openStore(config, deps.env, {
+    connections: config.readConnections,
+    chunkBytes: Math.round(config.readChunk * MiB),
+    budgetBytes: Math.round(config.readAhead * MiB)
+  })
   deps.logger.info({ storage: description }, `storage: ${description}`)
   const app = await buildApp(
     // Properties reused for up to 1 s, concurrent reads of a small blob shared: see shared-reads.ts.

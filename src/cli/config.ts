@@ -36,7 +36,13 @@ export const serverOptionsSchema = storageOptionsSchema.extend({
   port,
   host: z.string().min(1, 'must not be empty'),
   manifest,
-  pollInterval: z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must be 0 (off) or more seconds').max(86_400, 'must be at most 86400 seconds')
+  pollInterval: z.coerce.number({ message: 'must be a number of seconds' }).min(0, 'must be 0 (off) or more seconds').max(86_400, 'must be at most 86400 seconds'),
+  /** Storage connections one large download reads over at once (1: one read). */
+  readConnections: z.coerce.number({ message: 'must be a number' }).int('must be a whole number').min(1, 'must be 1 (off) to 32').max(32, 'must be 1 (off) to 32'),
+  /** MiB per ranged read of a large download; blobs of two chunks or more are read in parallel. */
+  readChunk: z.coerce.number({ message: 'must be a number of MiB' }).min(0.0625, 'must be at least 0.0625 MiB (64 KiB)').max(256, 'must be at most 256 MiB'),
+  /** MiB of read-ahead memory shared by every download of the process. */
+  readAhead: z.coerce.number({ message: 'must be a number of MiB' }).min(0, 'must not be negative').max(4096, 'must be at most 4096 MiB')
 })
 
 export type ServerConfig = Readonly<z.infer<typeof serverOptionsSchema>>

@@ -1,5 +1,6 @@
 // Decides how to answer a download request from its conditional and Range headers and the
-// blob's validators: 200 whole, 206 one range, 304 not modified, or 416 unsatisfiable.
+// blob's validators: 200 whole, 206 one range, 304 not modified, or 416 unsatisfiable; and
+// which requests storage can answer in one read, before any validator is known.
 // Pure: no I/O, so every case can be tested alone. Only single byte ranges are served;
 // anything else (multiple ranges, other units, malformed) is answered whole, as RFC 9110 allows.
 
@@ -64,10 +65,31 @@ export function planResponse (headers: RequestHeaders, v: Validators): Plan {
   const range = headers.range
   if (range === undefined || !wellFormed(range) || !ifRangeHolds(headers['if-range'], v)) return { status: 200 }
 
+  // RFC 9110 §14.1.2: a suffix longer than the representation means all of it (range-parser
+  // would drop it as unsatisfiable).
+  const suffix = /^bytes=[ \t]*-(\d+)[ \t]*$/.exec(range)?.[1]
+  if (suffix !== undefined && v.size > 0 && BigInt(suffix) >= BigInt(v.size)) return { status: 206, start: 0, end: v.size - 1 }
   const ranges = parseRange(v.size, range, { combine: true })
   if (ranges === -1) return { status: 416 }
   if (ranges === -2 || ranges.length !== 1) return { status: 200 }
   const [only] = ranges
   if (only === undefined) return { status: 200 }
   return { status: 206, start: only.start, end: only.end }
+}
+
+/**
+ * What a GET asks of storage when one read can answer it (no condition to check against the
+ * blob's validators first): the whole blob ({}), or one range from a known first byte. Undefined
+ * when the blob must be looked up first (conditions, suffix or multiple ranges, malformed Range).
+ */
+export function askableInOne (headers: RequestHeaders): { start?: number, end?: number } | undefined {
+  if (headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined || headers['if-range'] !== undefined) return undefined
+  const range = headers.range
+  if (range === undefined) return {}
+  const match = /^bytes=[ \t]*(\d+)-(\d*)[ \t]*$/.exec(range)
+  if (match === null) return undefined
+  const start = Number(match[1])
+  const end = match[2] === '' || match[2] === undefined ? undefined : Number(match[2])
+  if (!Number.isSafeInteger(start) || (end !== undefined && (!Number.isSafeInteger(end) || end < start))) return undefined
+  return { start, ...(end !== undefined && { end }) }
 }

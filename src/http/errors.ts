@@ -24,6 +24,9 @@ export function storageFailure (err: StorageError, context: string): HttpFailure
       return { statusCode: 504, message: `${err.message}, serving ${context}; try again later` }
     case 'unreachable':
       return { statusCode: 502, message: `storage is unreachable for ${context}: ${err.message}; check the storage endpoint and the node's network` }
+    case 'throttled':
+      // Nothing is wrong with our identity or the package: the client should come back later.
+      return { statusCode: 503, message: `storage is busy serving ${context}: ${err.message}; try again later`, retryAfterSeconds: err.retryAfterSeconds ?? 5 }
     case 'changed':
       return { statusCode: 503, message: `${context} changed in storage while it was being read; try again`, retryAfterSeconds: 1 }
     default:

@@ -2,10 +2,44 @@
 // default), so several apps in one process (tests, the launcher) do not collide.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { StorageStats } from '../storage/types.ts'
 
-export function createMetrics () {
+/** The storage backend's own counters, read at each scrape. */
+function storageMetrics (registry: Registry, stats: StorageStats): void {
+  let requests = 0
+  let bytesRead = 0
+  /* eslint-disable no-new -- each registers itself with the registry */
+  new Counter({
+    name: 'pkg_serve_storage_requests_total',
+    help: 'Requests sent to storage for downloads (retries, resumes and parallel ranges included)',
+    registers: [registry],
+    collect () {
+      this.inc(stats.requests - requests)
+      requests = stats.requests
+    }
+  })
+  new Counter({
+    name: 'pkg_serve_storage_bytes_read_total',
+    help: 'Download bytes received from storage',
+    registers: [registry],
+    collect () {
+      this.inc(stats.bytesRead - bytesRead)
+      bytesRead = stats.bytesRead
+    }
+  })
+  new Gauge({
+    name: 'pkg_serve_read_ahead_bytes',
+    help: 'Memory held by parallel reads ahead of their clients (bounded by --read-ahead)',
+    registers: [registry],
+    collect () { this.set(stats.readAheadBytes) }
+  })
+  /* eslint-enable no-new */
+}
+
+export function createMetrics (stats?: StorageStats) {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'pkg_serve_' })
+  if (stats !== undefined) storageMetrics(registry, stats)
   return {
     registry,
     requests: new Counter({

@@ -3,6 +3,7 @@
 import fp from 'fastify-plugin'
 import { createMetrics } from '../http/metrics.ts'
 import type { Metrics } from '../http/metrics.ts'
+import type { StorageStats } from '../storage/types.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -10,8 +11,13 @@ declare module 'fastify' {
   }
 }
 
-export default fp(async function metrics (fastify) {
-  const m = createMetrics()
+export interface MetricsPluginOptions {
+  /** The storage backend's counters, where it keeps them. */
+  readonly stats?: StorageStats | undefined
+}
+
+export default fp<MetricsPluginOptions>(async function metrics (fastify, opts) {
+  const m = createMetrics(opts.stats)
   fastify.decorate('metrics', m)
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched'

@@ -6,16 +6,17 @@
 import { basename } from 'node:path'
 import type { Readable } from 'node:stream'
 import contentDisposition from 'content-disposition'
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import mime from 'mime-types'
 import { z } from 'zod'
 import { storageFailure } from '../http/errors.ts'
-import { planResponse } from '../http/conditional.ts'
+import { askableInOne, planResponse } from '../http/conditional.ts'
+import type { Plan } from '../http/conditional.ts'
 import type { Manifest, PackageEntry } from '../manifest/parse.ts'
 import { IntegrityError } from '../storage/sha256.ts'
 import { isStorageError } from '../storage/types.ts'
-import type { BlobProperties } from '../storage/types.ts'
+import type { BlobProperties, OpenedBlob } from '../storage/types.ts'
 
 const GENERIC_TYPES = new Set(['application/octet-stream', 'binary/octet-stream', ''])
 const RETRY_AFTER_SECONDS = 5
@@ -59,6 +60,16 @@ const tagParams = z.object({ name: z.string(), tag: z.string() })
 const packages: FastifyPluginAsyncZod = async function packages (fastify) {
   const { store, metrics, httpErrors } = fastify
 
+  // Versions whose bytes did not match the manifest's sha256 (sha256 + ETag): a client resuming
+  // one (wget retries with Range) would get the rest unchecked, so the rest is refused too.
+  const corrupt = new Set<string>()
+  const corruptKey = (entry: PackageEntry, etag: string): string => `${entry.sha256 ?? ''}\n${etag}`
+  function refuseCorrupt (entry: PackageEntry, etag: string): void {
+    if (entry.sha256 !== undefined && corrupt.has(corruptKey(entry, etag))) {
+      throw new IntegrityError(`sha256 mismatch: the manifest says ${entry.sha256}, and storage sent other bytes for this version of the blob`)
+    }
+  }
+
   function requireManifest (reply: FastifyReply): Manifest {
     const current = fastify.manifests.manifest
     if (current !== undefined) return current
@@ -76,6 +87,15 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     return tags
   }
 
+  function findEntry (reply: FastifyReply, name: string, tag: string): PackageEntry {
+    const tags = requirePackage(requireManifest(reply), name)
+    const entry = tags.get(tag)
+    if (entry === undefined) {
+      throw httpErrors.notFound(`package ${show(name)} has no tag ${show(tag)}; its tags: ${listSome(sorted(tags.keys(), (t) => t))}`)
+    }
+    return entry
+  }
+
   fastify.get('/', async (_request, reply) => {
     const manifest = requireManifest(reply)
     return {
@@ -90,6 +110,90 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     return { name, tags: tagObjects(tags) }
   })
 
+  /** The headers of a download (200 or 206) of `blob`; returns the body's length. */
+  function downloadHeaders (reply: FastifyReply, entry: PackageEntry, blob: BlobProperties, plan: Plan): number {
+    reply.code(200).removeHeader('content-range')
+    reply.headers({
+      etag: blob.etag,
+      'last-modified': blob.lastModified.toUTCString(),
+      'cache-control': 'no-cache',
+      'accept-ranges': 'bytes',
+      'content-type': contentTypeOf(entry, blob),
+      'content-disposition': attachment(entry.filename ?? basename(entry.path)),
+      'x-content-type-options': 'nosniff'
+    })
+    let length = blob.size
+    if (plan.status === 206) {
+      length = plan.end - plan.start + 1
+      reply.code(206).header('content-range', `bytes ${plan.start}-${plan.end}/${blob.size}`)
+    }
+    reply.header('content-length', String(length))
+    return length
+  }
+
+  /** Streams a checked storage body; once bytes are out, a failure breaks the connection. */
+  function stream (request: FastifyRequest, reply: FastifyReply, body: Readable, length: number, entry: PackageEntry, etag: string, context: string): FastifyReply {
+    body.once('error', (err: Error) => {
+      if (err instanceof IntegrityError) {
+        if (corrupt.size >= 1024) corrupt.clear()
+        corrupt.add(corruptKey(entry, etag))
+      }
+      // A client that hung up is an aborted download (counted on 'close'), not a storage error.
+      if (reply.raw.destroyed && !reply.raw.writableFinished && err.name !== 'IntegrityError' && !isStorageError(err)) {
+        request.log.info({ blob: entry.path }, `download of ${context} ended: the client hung up`)
+        return
+      }
+      const integrity = err.name === 'IntegrityError'
+      metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
+      request.log[integrity ? 'error' : 'warn']({ blob: entry.path, error: err.message }, `download of ${context} broken: ${err.message}`)
+    })
+    let finished = false
+    reply.raw.once('finish', () => {
+      finished = true
+      metrics.downloads.inc({ result: 'complete' })
+      metrics.bytesServed.inc(length)
+    })
+    reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
+    return reply.send(body)
+  }
+
+  /**
+   * One storage request for the whole answer: a plain GET, or one byte range from a given
+   * position, goes to storage as it is, and the reply is planned from storage's answer (size,
+   * ETag, type, dates). False when the answer it gets is not the one to send (an empty blob,
+   * a range past the end): the caller then looks the blob up first.
+   */
+  async function serveInOne (request: FastifyRequest, reply: FastifyReply, entry: PackageEntry, context: string, ask: { start?: number, end?: number }): Promise<boolean> {
+    const open = store.open
+    if (open === undefined) return false
+    const whole = ask.start === undefined
+    let opened: OpenedBlob
+    try {
+      opened = await open.call(store, entry.path, { ...ask, ...(whole && entry.sha256 !== undefined && { sha256: entry.sha256 }) })
+    } catch (err) {
+      if (isStorageError(err) && err.status === 416) return false
+      throw toHttpError(err, context)
+    }
+    try {
+      refuseCorrupt(entry, opened.props.etag)
+    } catch (err) {
+      opened.body.destroy()
+      throw toHttpError(err, context)
+    }
+    const plan = planResponse(request.headers, opened.props)
+    const same = plan.status === 200
+      ? whole && opened.start === 0 && opened.end === opened.props.size - 1
+      : plan.status === 206 && !whole && plan.start === opened.start && plan.end === opened.end
+    if (!same) {
+      opened.body.destroy()
+      return false
+    }
+    const length = downloadHeaders(reply, entry, opened.props, plan)
+    // Not the reply itself: it is a thenable, which an async function would wait for.
+    stream(request, reply, opened.body, length, entry, opened.props.etag, context)
+    return true
+  }
+
   fastify.route({
     method: ['GET', 'HEAD'],
     url: '/:name/:tag',
@@ -97,12 +201,11 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     schema: { params: tagParams },
     async handler (request, reply) {
       const { name, tag } = request.params
-      const tags = requirePackage(requireManifest(reply), name)
-      const entry = tags.get(tag)
-      if (entry === undefined) {
-        throw httpErrors.notFound(`package ${show(name)} has no tag ${show(tag)}; its tags: ${listSome(sorted(tags.keys(), (t) => t))}`)
-      }
+      const entry = findEntry(reply, name, tag)
       const context = `[${entry.name}.${entry.tag}] (blob "${entry.path}")`
+
+      const ask = request.method === 'GET' ? askableInOne(request.headers) : undefined
+      if (ask !== undefined && await serveInOne(request, reply, entry, context, ask)) return reply
 
       // Looked up, then read pinned to that ETag; if the blob is replaced in between, look again once.
       for (let attempt = 0; ; attempt++) {
@@ -115,36 +218,25 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           throw toHttpError(err, context)
         }
 
-        reply.headers({
-          etag: blob.etag,
-          'last-modified': blob.lastModified.toUTCString(),
-          'cache-control': 'no-cache',
-          'accept-ranges': 'bytes'
-        })
+        if (request.method === 'GET') refuseCorrupt(entry, blob.etag)
         const plan = planResponse(request.headers, blob)
-        if (plan.status === 304) return reply.code(304).send()
+        if (plan.status === 304) {
+          reply.headers({ etag: blob.etag, 'last-modified': blob.lastModified.toUTCString(), 'cache-control': 'no-cache', 'accept-ranges': 'bytes' })
+          return reply.code(304).send()
+        }
         if (plan.status === 416) {
+          reply.headers({ etag: blob.etag, 'last-modified': blob.lastModified.toUTCString(), 'accept-ranges': 'bytes' })
           reply.header('content-range', `bytes */${blob.size}`)
           throw httpErrors.rangeNotSatisfiable(`range ${request.headers.range ?? ''} is outside ${context}, which is ${blob.size} bytes`)
         }
-
-        reply.headers({
-          'content-type': contentTypeOf(entry, blob),
-          'content-disposition': attachment(entry.filename ?? basename(entry.path)),
-          'x-content-type-options': 'nosniff'
-        })
-        let length = blob.size
-        if (plan.status === 206) {
-          length = plan.end - plan.start + 1
-          reply.code(206).header('content-range', `bytes ${plan.start}-${plan.end}/${blob.size}`)
-        }
-        reply.header('content-length', String(length))
+        const length = downloadHeaders(reply, entry, blob, plan)
         if (request.method === 'HEAD') return reply.send()
 
         let body: Readable
         try {
           body = await store.read(entry.path, {
             etag: blob.etag,
+            size: blob.size,
             ...(plan.status === 206 && { start: plan.start, end: plan.end }),
             // Only a whole blob can be checked against the manifest's digest.
             ...(plan.status === 200 && entry.sha256 !== undefined && { sha256: entry.sha256 })
@@ -153,22 +245,18 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
           if (attempt === 0 && isStorageError(err) && err.kind === 'changed') continue
           throw toHttpError(err, context)
         }
-        // Once the first bytes are out, a failure breaks the connection (never a short 200); before
-        // that, the error handler answers with the failure's own status.
-        body.once('error', (err: Error) => {
-          const integrity = err.name === 'IntegrityError'
-          metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
-          request.log[integrity ? 'error' : 'warn']({ err, blob: entry.path }, `download of ${context} broken: ${err.message}`)
-        })
-        let finished = false
-        reply.raw.once('finish', () => {
-          finished = true
-          metrics.downloads.inc({ result: 'complete' })
-          metrics.bytesServed.inc(length)
-        })
-        reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
-        return reply.send(body)
+        return stream(request, reply, body, length, entry, blob.etag, context)
       }
+    }
+  })
+
+  // Packages are read-only here: anything but GET and HEAD is 405 with the methods that work.
+  fastify.route({
+    method: ['DELETE', 'OPTIONS', 'PATCH', 'POST', 'PUT'],
+    url: '/:name/:tag',
+    schema: { params: tagParams },
+    async handler (request) {
+      throw httpErrors.createError(405, `${request.method} is not allowed on a package: use GET or HEAD`, { headers: { allow: 'GET, HEAD' } })
     }
   })
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { AnonymousCredential, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob'
 import { createAzureStore } from './azure/store.ts'
+import { ReadAheadBudget } from './parallel-read.ts'
 import { chooseCredential } from './azure/credentials.ts'
 import { proxyFor } from './azure/proxy.ts'
 import type { ProxyTarget } from './azure/proxy.ts'
@@ -162,8 +163,18 @@ function accountOf (connectionString: string): string {
   return endpoint !== undefined ? `endpoint ${withoutQuery(endpoint)}` : 'its account'
 }
 
-export async function openStore (opts: StorageConfig, env: Readonly<Record<string, string | undefined>>): Promise<OpenedStore> {
+/** How a server reads large blobs (--read-connections, --read-chunk, --read-ahead). */
+export interface ParallelReads {
+  readonly connections: number
+  readonly chunkBytes: number
+  /** The read-ahead memory shared by every download of the process. */
+  readonly budgetBytes: number
+}
+
+export async function openStore (opts: StorageConfig, env: Readonly<Record<string, string | undefined>>, reads?: ParallelReads): Promise<OpenedStore> {
   const timeoutMs = (opts.storageTimeout ?? 30) * 1000
+  // One budget for the process: the store is opened once and lives as long as it.
+  const parallel = reads === undefined ? undefined : { connections: reads.connections, chunkBytes: reads.chunkBytes, budget: new ReadAheadBudget(reads.budgetBytes) }
   const azure = (container: ContainerClient, description: string): OpenedStore => {
     let proxy: ProxyTarget | undefined
     try {
@@ -172,7 +183,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
       throw new StorageSpecError((err as Error).message)
     }
     const how = proxy !== undefined ? `${description}, through proxy ${proxy.shown}` : description
-    return { store: createAzureStore({ container, description: how, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs, proxy }), description: how }
+    return { store: createAzureStore({ container, description: how, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs, proxy, parallel }), description: how }
   }
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING
   const target = parseStorage(opts.storage, { endpointSuffix: opts.endpointSuffix, connectionString })

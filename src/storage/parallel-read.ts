@@ -208,3 +208,34 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   launch()
   return out
 }
+
+/**
+ * The first `length` bytes of `source` as a stream of their own; `source` is destroyed once they
+ * are through (a read that asked for more gives up its connection rather than be drained).
+ */
+export function takeFirst (source: Readable, length: number): Readable {
+  let left = length
+  const out = new Readable({
+    read () { source.resume() },
+    destroy (err, callback) {
+      source.destroy()
+      callback(err)
+    }
+  })
+  source.on('data', (data: Buffer) => {
+    if (left <= 0) return
+    const part = data.length > left ? data.subarray(0, left) : data
+    left -= part.length
+    const more = out.push(part)
+    if (left === 0) {
+      out.push(null)
+      source.destroy()
+    } else if (!more) {
+      source.pause()
+    }
+  })
+  source.once('end', () => { if (left > 0) out.destroy(new ShortReadError(`the read ended ${left} bytes short`)) })
+  source.once('error', (err) => { if (left > 0) out.destroy(err) })
+  source.pause()
+  return out
+}

@@ -25,17 +25,55 @@ export interface ReadOptions {
    * IntegrityError instead of delivering its last bytes if they hash to anything else.
    */
   readonly sha256?: string
+  /** The blob's size as looked up: an answer that says otherwise fails the read. */
+  readonly size?: number
+}
+
+/** What a read may ask of a blob not looked up first: a range as storage serves it, and a check. */
+export interface OpenOptions {
+  /** First byte, inclusive (default 0). */
+  readonly start?: number
+  /** Last byte, inclusive (default: the end of the blob); storage ends it at the blob's end. */
+  readonly end?: number
+  /** As ReadOptions.sha256 (only for a read of the whole blob). */
+  readonly sha256?: string
+}
+
+/** A blob read without a lookup first: the properties come from the read's own answer. */
+export interface OpenedBlob {
+  readonly props: BlobProperties
+  /** The bytes the body carries: start to end inclusive (end is start - 1 for none). */
+  readonly start: number
+  readonly end: number
+  readonly body: Readable
 }
 
 export type TextRead =
   | { readonly changed: false }
   | { readonly changed: true, readonly etag: string, readonly text: string }
 
+/** What a backend counts of its work, read when metrics are scraped. */
+export interface StorageStats {
+  /** Requests sent to storage for downloads (retries and resumes included). */
+  requests: number
+  /** Download bytes received from storage (read ahead or not, delivered or not). */
+  bytesRead: number
+  /** Memory held by parallel reads ahead of their clients, process-wide. */
+  readonly readAheadBytes: number
+}
+
 export interface BlobStore {
   /** Where the blobs come from, for logs (never a secret). */
   readonly description: string
+  /** The backend's counters, where it keeps them. */
+  readonly stats?: StorageStats
   stat (path: string): Promise<BlobProperties>
   read (path: string, options: ReadOptions): Promise<Readable>
+  /**
+   * One request for properties and bytes together (a backend without it is looked up, then read).
+   * A range that starts past the blob's end fails with status 416.
+   */
+  open? (path: string, options: OpenOptions): Promise<OpenedBlob>
   /** Reads a small text blob unless its ETag still equals `ifNoneMatch` (one conditional request). */
   readText (path: string, ifNoneMatch?: string): Promise<TextRead>
   /**
@@ -78,6 +116,7 @@ export type StorageErrorKind =
   | 'timeout' // the storage service did not answer in time
   | 'changed' // the blob is no longer the version asked for
   | 'too-large' // a text read over its limit
+  | 'throttled' // storage kept saying "busy" (or kept resetting) until the time allowed ran out
   | 'failed' // any other answer from the storage service
 
 export class StorageError extends Error {
@@ -86,13 +125,16 @@ export class StorageError extends Error {
   readonly status?: number
   /** The storage service's error code (e.g. AuthorizationPermissionMismatch), when it gave one. */
   readonly code?: string
+  /** For "throttled": when the client may try again (storage's Retry-After, else ours). */
+  readonly retryAfterSeconds?: number
 
-  constructor (kind: StorageErrorKind, message: string, details: { status?: number, code?: string, cause?: unknown } = {}) {
+  constructor (kind: StorageErrorKind, message: string, details: { status?: number, code?: string, cause?: unknown, retryAfterSeconds?: number } = {}) {
     super(message, { cause: details.cause })
     this.name = 'StorageError'
     this.kind = kind
     if (details.status !== undefined) this.status = details.status
     if (details.code !== undefined) this.code = details.code
+    if (details.retryAfterSeconds !== undefined) this.retryAfterSeconds = details.retryAfterSeconds
   }
 }
 

@@ -130,11 +130,15 @@ test('faults between pkg-serve and storage', async (t) => {
     assert.ok(took < 15_000, `released after ${took} ms`)
     assert.equal((await status(`${url}/healthz`)).code, 200)
 
-    // A storage service that accepts but never answers: a 504 within the bound.
+    // Storage that accepts but never answers: released within the bound, with a status to retry
+    // on. (Azurite closes the connection after each HEAD; held back by the stalled proxy, that
+    // close comes before any byte of the answer: a reset, retried, then 503 with Retry-After.
+    // A socket that stays silent is a 504: test/routes/storage-errors.test.ts.)
     const t0 = Date.now()
     const head = await status(`${url}/pkg/mid/latest`)
-    assert.equal(head.code, 504, head.body)
-    assert.match(JSON.parse(head.body).message, /storage did not answer within 2000 ms/)
+    assert.ok(head.code === 503 || head.code === 504, head.body)
+    if (head.code === 503) assert.match(head.headers, /retry-after: \d+/)
+    assert.match(JSON.parse(head.body).message, /storage did not answer within 2000 ms|storage kept closing the connection before answering/)
     assert.ok(Date.now() - t0 < 10_000)
     proxy.forward()
     proxy.cut()

@@ -1,174 +1,345 @@
-// Downloads from storage over TLS, as from Azure: `pkg-serve serve` reads Azurite through a TLS
-// terminator of the test's own (certificate in test/fixtures/tls, trusted through
-// NODE_EXTRA_CA_CERTS), and real curl downloads from it. Covers the download path end to end:
-// sha256 checks on large and small blobs, ranges, concurrent small downloads sharing reads.
+// Downloads as production runs them, over TLS (Azurite with a certificate this test makes,
+// trusted through NODE_EXTRA_CA_CERTS) and over plain HTTP: `pkg-serve serve` reads storage
+// through a fault-injecting front of the test's own (test/helpers/storage-front.ts), and real curl
+// and wget download. Covers sha256 checks, ranges, one storage request per download, throttling
+// retried, storage answers that lie about their framing, and a storage connection broken
+// mid-body (resumed); through an HTTPS proxy over TLS.
 
 import { test } from 'node:test'
+import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
 import { connect, createServer as createNetServer } from 'node:net'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { createServer } from 'node:tls'
 import { promisify } from 'node:util'
-import { AZURITE_ACCOUNT, connectionStringFor, startAzurite } from '../helpers/azurite.ts'
+import { connectionStringFor, startAzurite } from '../helpers/azurite.ts'
+import type { Azurite } from '../helpers/azurite.ts'
 import { NODE_ARGS, REPO, startCli } from '../helpers/cli.ts'
+import { startFront } from '../helpers/storage-front.ts'
+import { tempDir } from '../helpers/tmp.ts'
 
 const exec = promisify(execFile)
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
-const FIXTURES = join(REPO, 'test/fixtures/tls')
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+/** Longer than the 1 s the server reuses looked-up properties: the next download asks storage. */
+const PAST_CACHE_MS = 1200
 
-async function curl (args: string[]): Promise<{ code: number, stdout: Buffer }> {
+async function run (cmd: string, args: string[]): Promise<{ code: number, stdout: Buffer }> {
   try {
-    const { stdout } = await exec('curl', ['-sS', '--max-time', '60', ...args], { encoding: 'buffer', maxBuffer: 1 << 27 })
+    const { stdout } = await exec(cmd, args, { encoding: 'buffer', maxBuffer: 1 << 27 })
     return { code: 0, stdout }
   } catch (err) {
     const e = err as { code?: number, stdout?: Buffer }
     return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? Buffer.alloc(0) }
   }
 }
+const curl = (args: string[]): Promise<{ code: number, stdout: Buffer }> => run('curl', ['-sS', '--max-time', '60', ...args])
 
-test('downloads from storage over TLS', async (t) => {
-  const azurite = await startAzurite(t)
-  const container = await azurite.container('pkg')
-  const large = randomBytes(20 * 1024 * 1024 + 123)
-  const small = randomBytes(1500)
-  await container.getBlockBlobClient('large.bin').uploadData(large)
-  await container.getBlockBlobClient('small.bin').uploadData(small)
-  const wrong = sha256(Buffer.from('another package'))
-  await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from([
-    `[large.good]\npath = 'large.bin'\nsha256 = '${sha256(large)}'`,
-    `[large.bad]\npath = 'large.bin'\nsha256 = '${wrong}'`,
-    `[small.good]\npath = 'small.bin'\nsha256 = '${sha256(small)}'`,
-    `[small.bad]\npath = 'small.bin'\nsha256 = '${wrong}'`,
-    "[small.plain]\npath = 'small.bin'\n"
-  ].join('\n')))
+/** Status, lower-cased headers and body of one request. */
+async function fetchHead (args: string[]): Promise<{ status: number, headers: string, body: Buffer }> {
+  const r = await curl(['-i', ...args])
+  const split = r.stdout.indexOf('\r\n\r\n')
+  const head = r.stdout.subarray(0, split).toString('latin1').toLowerCase()
+  return { status: Number(/^http\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), headers: head, body: r.stdout.subarray(split + 4) }
+}
 
-  // TLS in front of Azurite, counting connections.
-  let connections = 0
-  const sockets = new Set<Socket>()
-  const terminator = createServer({ key: readFileSync(join(FIXTURES, 'key.pem')), cert: readFileSync(join(FIXTURES, 'cert.pem')) }, (tlsSocket) => {
-    connections++
-    const upstream = connect(azurite.port, '127.0.0.1')
-    sockets.add(tlsSocket).add(upstream)
-    tlsSocket.pipe(upstream).pipe(tlsSocket)
-    const drop = (): void => { tlsSocket.destroy(); upstream.destroy() }
-    tlsSocket.on('error', drop).on('close', drop)
-    upstream.on('error', drop).on('close', drop)
-  })
-  terminator.listen(0, '127.0.0.1')
-  await once(terminator, 'listening')
-  t.after(() => { for (const s of sockets) s.destroy(); terminator.close() })
-  const tlsPort = (terminator.address() as AddressInfo).port
-
-  const cli = startCli(t, ['serve', '--port', '0', '--poll-interval', '0'], {
-    AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(`https://127.0.0.1:${tlsPort}/${AZURITE_ACCOUNT}`),
-    NODE_EXTRA_CA_CERTS: join(FIXTURES, 'cert.pem')
+async function serveFrom (t: TestContext, azurite: Azurite, blobEndpoint: string, extra: Record<string, string> = {}): Promise<{ url: string, cli: ReturnType<typeof startCli> }> {
+  const cli = startCli(t, ['serve', '--port', '0', '--poll-interval', '0', '--storage-timeout', '3'], {
+    AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(blobEndpoint),
+    ...(azurite.certificate !== undefined && { NODE_EXTRA_CA_CERTS: azurite.certificate.certFile }),
+    ...extra
   })
   const listening = await cli.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
   const url = `http://127.0.0.1:${Number(listening.port)}`
-  await t.test('ready over TLS', async () => {
-    for (let i = 0; i < 100 && (await curl(['-o', '/dev/null', '-w', '%{http_code}', `${url}/readyz`])).stdout.toString() !== '200'; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-    assert.equal((await curl(['-w', '%{http_code}', '-o', '/dev/null', `${url}/readyz`])).stdout.toString(), '200')
-  })
+  for (let i = 0; i < 100 && (await curl(['-o', '/dev/null', '-w', '%{http_code}', `${url}/readyz`])).stdout.toString() !== '200'; i++) await sleep(100)
+  return { url, cli }
+}
 
-  await t.test('a large blob arrives whole when its sha256 matches, and broken when it does not', async () => {
-    // Together, and one slow: writes to clients cannot all complete at once.
-    const goods = await Promise.all([[], [], ['--limit-rate', '40M']].map(async (extra) => await curl([...extra, `${url}/pkg/large/good`])))
-    for (const good of goods) {
+for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
+  test(`downloads from storage over ${scheme}`, async (t) => {
+    const azurite = await startAzurite(t, { tls: scheme === 'https' })
+    const large = randomBytes(20 * 1024 * 1024 + 123)
+    const mid = randomBytes(3 * 1024 * 1024 + 7)
+    const small = randomBytes(1500)
+    await azurite.put('large.bin', large)
+    await azurite.put('mid.bin', mid)
+    await azurite.put('small.bin', small)
+    const wrong = sha256(Buffer.from('another package'))
+    await azurite.put('packages.toml', [
+      `[large.good]\npath = 'large.bin'\nsha256 = '${sha256(large)}'`,
+      `[large.bad]\npath = 'large.bin'\nsha256 = '${wrong}'`,
+      "[mid.plain]\npath = 'mid.bin'\n",
+      `[small.good]\npath = 'small.bin'\nsha256 = '${sha256(small)}'`,
+      `[small.bad]\npath = 'small.bin'\nsha256 = '${wrong}'`,
+      "[small.plain]\npath = 'small.bin'\n"
+    ].join('\n'))
+    const front = await startFront(t, azurite)
+    assert.ok(front.blobEndpoint.startsWith(`${scheme}://`))
+    const { url, cli } = await serveFrom(t, azurite, front.blobEndpoint)
+    const dir = await tempDir(t)
+    /** The storage requests for one blob made while `action` runs. */
+    const storageRequests = async (action: () => Promise<unknown>): Promise<typeof front.seen> => {
+      const before = front.seen.length
+      await action()
+      return front.seen.slice(before)
+    }
+
+    await t.test('ready', async () => {
+      assert.equal((await curl(['-o', '/dev/null', '-w', '%{http_code}', `${url}/readyz`])).stdout.toString(), '200')
+    })
+
+    await t.test('a large blob arrives whole when its sha256 matches, and broken when it does not', async () => {
+      // Together, and one slow: writes to clients cannot all complete at once.
+      const goods = await Promise.all([[], [], ['--limit-rate', '40M']].map(async (extra) => await curl([...extra, `${url}/pkg/large/good`])))
+      for (const good of goods) {
+        assert.equal(good.code, 0)
+        assert.equal(sha256(good.stdout), sha256(large))
+      }
+      const bad = await curl([`${url}/pkg/large/bad`])
+      assert.notEqual(bad.code, 0, 'curl reports the broken transfer')
+      assert.ok(bad.stdout.length < large.length, `${bad.stdout.length} of ${large.length} bytes arrived`)
+      // wget tries again from where it stopped: the rest of a version known bad is refused too.
+      const wget = await run('wget', ['-q', '-O', join(dir, 'bad.bin'), `${url}/pkg/large/bad`])
+      assert.notEqual(wget.code, 0, 'wget reports the broken transfer')
+      const rest = await fetchHead(['-r', `${large.length - 1000}-`, `${url}/pkg/large/bad`])
+      assert.equal(rest.status, 502)
+      assert.match(rest.body.toString(), /sha256 mismatch/)
+    })
+
+    await t.test('one storage request per download: the GET is its own lookup', async () => {
+      await sleep(PAST_CACHE_MS)
+      const whole = await storageRequests(async () => {
+        const r = await curl([`${url}/pkg/mid/plain`])
+        assert.equal(sha256(r.stdout), sha256(mid))
+      })
+      assert.deepEqual(whole.map((r) => `${r.method} ${r.range ?? ''}`), ['GET '], JSON.stringify(whole))
+      await sleep(PAST_CACHE_MS)
+      const ranged = await storageRequests(async () => {
+        const r = await curl(['-r', '100-199', `${url}/pkg/mid/plain`])
+        assert.deepEqual(r.stdout, mid.subarray(100, 200))
+      })
+      assert.deepEqual(ranged.map((r) => `${r.method} ${r.range ?? ''}`), ['GET bytes=100-199'])
+    })
+
+    await t.test('ranges come back exact, a suffix longer than the blob is all of it, and wget -c resumes', async () => {
+      const part = await curl(['-r', '1000000-1999999', `${url}/pkg/large/good`])
+      assert.deepEqual(part.stdout, large.subarray(1_000_000, 2_000_000))
+      const open = await curl(['-r', `${mid.length - 5}-`, `${url}/pkg/mid/plain`])
+      assert.deepEqual(open.stdout, mid.subarray(mid.length - 5))
+      const tail = await curl(['-r', '-10', `${url}/pkg/small/plain`])
+      assert.deepEqual(tail.stdout, small.subarray(small.length - 10))
+      const all = await fetchHead(['-r', '-99999999', `${url}/pkg/small/plain`])
+      assert.equal(all.status, 206)
+      assert.match(all.headers, new RegExp(`content-range: bytes 0-${small.length - 1}/${small.length}`))
+      assert.deepEqual(all.body, small)
+      const past = await fetchHead(['-r', `${mid.length}-`, `${url}/pkg/mid/plain`])
+      assert.equal(past.status, 416)
+      assert.match(past.headers, new RegExp(`content-range: bytes \\*/${mid.length}`))
+
+      const out = join(dir, 'resumed.bin')
+      await writeFile(out, mid.subarray(0, 1_000_000))
+      const wget = await run('wget', ['-q', '-c', '-O', out, `${url}/pkg/mid/plain`])
+      assert.equal(wget.code, 0)
+      assert.equal(sha256(await readFile(out)), sha256(mid))
+    })
+
+    await t.test('small blobs: concurrent downloads are all exact; a mismatch is a 502 before any byte', async () => {
+      await sleep(PAST_CACHE_MS)
+      const requests = await storageRequests(async () => {
+        const results = await Promise.all(Array.from({ length: 24 }, async () => await curl([`${url}/pkg/small/plain`])))
+        for (const r of results) assert.deepEqual(r.stdout, small)
+      })
+      // All ask at once: one storage read answers them (a few if some arrive after it ends).
+      assert.ok(requests.length <= 4, `${requests.length} storage requests for 24 concurrent downloads`)
+      const good = await Promise.all(Array.from({ length: 8 }, async () => await curl([`${url}/pkg/small/good`])))
+      for (const r of good) assert.deepEqual(r.stdout, small)
+      const bad = await fetchHead([`${url}/pkg/small/bad`])
+      assert.equal(bad.status, 502)
+      assert.match(bad.body.toString(), /sha256 mismatch/)
+    })
+
+    await t.test('methods other than GET and HEAD: 405 with Allow', async () => {
+      for (const method of ['DELETE', 'PUT', 'POST']) {
+        const r = await fetchHead(['-X', method, `${url}/pkg/small/plain`])
+        assert.equal(r.status, 405, method)
+        assert.match(r.headers, /allow: get, head/)
+      }
+    })
+
+    await t.test('throttling and resets before any byte are retried: the client gets 200 and intact bytes', async () => {
+      await sleep(PAST_CACHE_MS)
+      front.inject('HEAD', { kind: 'status', status: 503, code: 'ServerBusy' })
+      const head = await fetchHead(['-I', `${url}/pkg/mid/plain`])
+      assert.equal(head.status, 200)
+      assert.match(head.headers, new RegExp(`content-length: ${mid.length}`))
+      const faults: Array<Parameters<typeof front.inject>[1]> = [
+        { kind: 'status', status: 503, code: 'ServerBusy' },
+        { kind: 'status', status: 500, code: 'OperationTimedOut' },
+        { kind: 'status', status: 500, code: 'InternalError' },
+        { kind: 'status', status: 429, retryAfter: '1' },
+        { kind: 'reset' }
+      ]
+      for (const fault of faults) {
+        await sleep(PAST_CACHE_MS)
+        front.inject('GET', fault)
+        const requests = await storageRequests(async () => {
+          const r = await curl(['-f', `${url}/pkg/mid/plain`])
+          assert.equal(r.code, 0, JSON.stringify(fault))
+          assert.equal(sha256(r.stdout), sha256(mid), JSON.stringify(fault))
+        })
+        assert.deepEqual(requests.map((r) => r.fault), [fault.kind, undefined])
+      }
+    })
+
+    await t.test('storage busy all along: 503 with Retry-After within the storage timeout, never 502', async () => {
+      await sleep(PAST_CACHE_MS)
+      front.inject('GET', { kind: 'status', status: 503, code: 'ServerBusy', retryAfter: '1' }, Infinity)
+      const started = Date.now()
+      const r = await fetchHead([`${url}/pkg/mid/plain`])
+      front.clear()
+      assert.equal(r.status, 503, r.body.toString())
+      assert.match(r.headers, /retry-after: 1\r\n/)
+      assert.match(JSON.parse(r.body.toString()).message, /storage is busy \(503 ServerBusy\)/)
+      assert.ok(Date.now() - started < 10_000)
+      assert.equal((await curl(['-f', '-o', '/dev/null', '-w', '%{http_code}', `${url}/pkg/mid/plain`])).stdout.toString(), '200')
+    })
+
+    await t.test('answers that lie about their framing fail the transfer', async () => {
+      const refused = async (args: string[], what: string): Promise<void> => {
+        const r = await fetchHead(args)
+        assert.equal(r.status, 502, `${what}: ${r.status} ${r.body.toString().slice(0, 200)}`)
+        assert.match(JSON.parse(r.body.toString()).message, /is not the one asked for/, what)
+      }
+      // A HEAD that under-reports the size: the GET that follows it (within the 1 s its answer is
+      // reused) announces the true size, which is not the one planned.
+      await sleep(PAST_CACHE_MS)
+      front.inject('HEAD', { kind: 'length', delta: -100 })
+      await fetchHead(['-I', `${url}/pkg/mid/plain`])
+      await refused([`${url}/pkg/mid/plain`], 'HEAD under-reporting')
+      const wget = await run('wget', ['-q', '-O', join(dir, 'short.bin'), `${url}/pkg/mid/plain`])
+      assert.notEqual(wget.code, 0, 'wget fails too')
+      // A body longer than planned.
+      await sleep(PAST_CACHE_MS)
+      await fetchHead(['-I', `${url}/pkg/mid/plain`])
+      front.inject('GET', { kind: 'length', delta: 10 })
+      await refused([`${url}/pkg/mid/plain`], 'a longer body')
+      // A ranged read answered whole, and one answered with other bytes.
+      await sleep(PAST_CACHE_MS)
+      front.inject('GET', { kind: 'whole' }, 1, true)
+      await refused(['-r', '100-199', `${url}/pkg/mid/plain`], 'a 200 to a ranged read')
+      front.inject('GET', { kind: 'shift', by: 1 }, 1, true)
+      await refused(['-r', '100-199', `${url}/pkg/mid/plain`], 'a shifted Content-Range')
+      front.inject('GET', { kind: 'length', delta: -1 }, 1, true)
+      await refused(['-r', '100-199', `${url}/pkg/mid/plain`], 'a length that disagrees with Content-Range')
+    })
+
+    await t.test('a storage connection broken mid-body is resumed from the next byte, pinned: intact bytes', async () => {
+      await sleep(PAST_CACHE_MS)
+      front.inject('GET', { kind: 'cut', afterBytes: 5 * 1024 * 1024 })
+      const requests = await storageRequests(async () => {
+        const r = await curl(['-f', `${url}/pkg/large/good`])
+        assert.equal(r.code, 0)
+        assert.equal(sha256(r.stdout), sha256(large))
+      })
+      assert.equal(requests.length, 2, JSON.stringify(requests))
+      const resumed = requests[1]
+      assert.ok(resumed !== undefined)
+      assert.match(resumed.range ?? '', new RegExp(`^bytes=\\d+-${large.length - 1}$`))
+      assert.ok(Number(/=(\d+)-/.exec(resumed.range ?? '')?.[1]) > 0)
+      assert.match(resumed.ifMatch ?? '', /^"0x[0-9A-F]+"$/, 'the resumed read is pinned to the ETag')
+    })
+
+    await t.test('a storage body that keeps breaking breaks the client transfer: never a short file that looks complete', async () => {
+      await sleep(PAST_CACHE_MS)
+      // Cut after 1 MiB, and every read from the next byte on refused.
+      front.inject('GET', { kind: 'cut', afterBytes: 1024 * 1024 }, 2, false)
+      front.inject('GET', { kind: 'reset' }, Infinity, true)
+      const r = await curl([`${url}/pkg/large/good`])
+      assert.notEqual(r.code, 0)
+      assert.ok(r.stdout.length < large.length)
+      assert.ok(r.stdout.equals(large.subarray(0, r.stdout.length)), 'the bytes before the break are the blob\'s')
+      const wget = await run('wget', ['-q', '--tries=1', '-O', join(dir, 'cut.bin'), `${url}/pkg/large/good`])
+      assert.notEqual(wget.code, 0)
+      front.clear()
+      const logs = JSON.stringify(cli.logs)
+      assert.match(logs, /download of \[large\.good\] \(blob \\"large\.bin\\"\) broken: storage connection broke after/)
+    })
+
+    await t.test('a client hanging up is an aborted download, not a storage error, logged without a stack', async () => {
+      const count = async (pattern: RegExp): Promise<number> => Number(pattern.exec((await curl([`${url}/metrics`])).stdout.toString())?.[1] ?? 0)
+      const interrupted = /pkg_serve_storage_errors_total\{kind="interrupted"\} (\d+)/
+      const aborted = /pkg_serve_downloads_total\{result="aborted"\} (\d+)/
+      const [errorsBefore, abortedBefore, logsBefore] = [await count(interrupted), await count(aborted), cli.logs.length]
+      await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', `${url}/pkg/large/good`])
+      await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', '-r', '1000-', `${url}/pkg/large/good`])
+      await sleep(500)
+      assert.equal(await count(interrupted), errorsBefore, JSON.stringify(cli.logs.slice(logsBefore).filter((l) => l.level !== 30)))
+      assert.equal(await count(aborted), abortedBefore + 2)
+      for (const line of cli.logs.slice(logsBefore)) assert.ok(!JSON.stringify(line).includes('"stack"'), JSON.stringify(line))
+    })
+
+    if (scheme !== 'https') return
+    await t.test('through an HTTPS_PROXY: tunnels for downloads and the manifest, credentials never logged', async () => {
+      const certificate = azurite.certificate
+      assert.ok(certificate !== undefined)
+      const tunnels: string[] = []
+      const sockets = new Set<Socket>()
+      const proxy = createNetServer((client) => {
+        client.on('error', () => {})
+        client.once('data', (d: Buffer) => {
+          const head = d.toString('latin1')
+          tunnels.push(head.split('\r\n').filter((l) => /^(CONNECT|proxy-authorization)/i.test(l)).join(' | '))
+          const [, host, port] = /^CONNECT ([^:]+):(\d+) /.exec(head) ?? []
+          if (!/proxy-authorization: basic dXNlcjpzM2NyM3Q=/i.test(head) || host === undefined) {
+            client.end('HTTP/1.1 407 Proxy Authentication Required\r\n\r\n')
+            return
+          }
+          const upstream = connect(Number(port), host, () => {
+            client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+            client.pipe(upstream).pipe(client)
+          })
+          sockets.add(client).add(upstream)
+          upstream.on('error', () => client.destroy())
+        })
+      })
+      proxy.listen(0, '127.0.0.1')
+      await once(proxy, 'listening')
+      t.after(() => { for (const s of sockets) s.destroy(); proxy.close() })
+      const proxyPort = String((proxy.address() as AddressInfo).port)
+      const { url: base, cli: proxied } = await serveFrom(t, azurite, azurite.blobEndpoint, {
+        HTTPS_PROXY: `http://user:s3cr3t@127.0.0.1:${proxyPort}`,
+        NO_PROXY: 'localhost'
+      })
+      const before = tunnels.length
+      const good = await curl([`${base}/pkg/large/good`])
       assert.equal(good.code, 0)
       assert.equal(sha256(good.stdout), sha256(large))
-    }
-    const bad = await curl([`${url}/pkg/large/bad`])
-    assert.notEqual(bad.code, 0, 'curl reports the broken transfer')
-    assert.ok(bad.stdout.length < large.length, `${bad.stdout.length} of ${large.length} bytes arrived`)
-  })
+      assert.ok(tunnels.length > before, 'the download went through the proxy')
+      assert.ok(tunnels.every((tunnel) => tunnel.startsWith(`CONNECT 127.0.0.1:${azurite.port} HTTP/1.1`)), tunnels.join('\n'))
+      const logs = JSON.stringify(proxied.logs) + proxied.stderr()
+      assert.match(logs, new RegExp(`through proxy http://127\\.0\\.0\\.1:${proxyPort}`))
+      assert.ok(!logs.includes('s3cr3t'), 'the proxy password is never logged')
 
-  await t.test('ranges come back exact', async () => {
-    const part = await curl(['-r', '1000000-1999999', `${url}/pkg/large/good`])
-    assert.deepEqual(part.stdout, large.subarray(1_000_000, 2_000_000))
-    const tail = await curl(['-r', '-10', `${url}/pkg/small/plain`])
-    assert.deepEqual(tail.stdout, small.subarray(small.length - 10))
-  })
-
-  await t.test('small blobs: concurrent downloads are all exact; a mismatch is a 502 before any byte', async () => {
-    const results = await Promise.all(Array.from({ length: 24 }, async (_, i) => await curl([`${url}/pkg/small/${i % 2 === 0 ? 'good' : 'plain'}`])))
-    for (const r of results) assert.deepEqual(r.stdout, small)
-    const bad = await curl(['-w', '\n%{http_code}', `${url}/pkg/small/bad`])
-    const [body, code] = bad.stdout.toString('latin1').split('\n')
-    assert.equal(code, '502')
-    assert.match(body ?? '', /sha256 mismatch/)
-  })
-
-  // Kept-alive TLS connections carry the downloads (a handful, not one per request).
-  assert.ok(connections <= 16, `${connections} TLS connections for ~30 downloads`)
-  t.diagnostic(`${connections} TLS connections to storage`)
-
-  await t.test('through an HTTPS_PROXY: tunnels for downloads and the manifest, credentials never logged', async () => {
-    const tunnels: string[] = []
-    const proxy = createNetServer((client) => {
-      client.on('error', () => {})
-      client.once('data', (d: Buffer) => {
-        const head = d.toString('latin1')
-        tunnels.push(head.split('\r\n').filter((l) => /^(CONNECT|proxy-authorization)/i.test(l)).join(' | '))
-        const [, host, port] = /^CONNECT ([^:]+):(\d+) /.exec(head) ?? []
-        if (!/proxy-authorization: basic dXNlcjpzM2NyM3Q=/i.test(head) || host === undefined) {
-          client.end('HTTP/1.1 407 Proxy Authentication Required\r\n\r\n')
-          return
-        }
-        const upstream = connect(Number(port), host, () => {
-          client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
-          client.pipe(upstream).pipe(client)
-        })
-        sockets.add(client).add(upstream)
-        upstream.on('error', () => client.destroy())
+      // Through a tunnel the certificate is checked against the storage host, not the proxy's
+      // name: the test certificate names 127.0.0.1 (and localhost), not 127.0.0.2.
+      const probe = async (...args: string[]): Promise<string> => (await exec(process.execPath, [...NODE_ARGS, join(REPO, 'test/helpers/tls-probe.ts'), ...args], {
+        cwd: REPO, encoding: 'utf8', env: { ...process.env, NODE_EXTRA_CA_CERTS: certificate.certFile }
+      })).stdout.trim()
+      const other = createServer({ key: certificate.key, cert: certificate.cert }, (s) => {
+        s.on('error', () => {}).on('data', () => { s.end('HTTP/1.1 204 No Content\r\n\r\n') })
       })
+      other.listen(0, '127.0.0.2')
+      await once(other, 'listening')
+      t.after(() => { other.close() })
+      const otherPort = String((other.address() as AddressInfo).port)
+      assert.match(await probe('127.0.0.1', String(azurite.port), '127.0.0.1', proxyPort, 'user:s3cr3t'), /^accepted \d{3}$/)
+      assert.equal(await probe('127.0.0.2', otherPort), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
+      assert.equal(await probe('127.0.0.2', otherPort, '127.0.0.1', proxyPort, 'user:s3cr3t'), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
     })
-    proxy.listen(0, '127.0.0.1')
-    await once(proxy, 'listening')
-    t.after(() => { proxy.close() })
-    const proxyUrl = `http://user:s3cr3t@127.0.0.1:${(proxy.address() as AddressInfo).port}`
-    const proxied = startCli(t, ['serve', '--port', '0', '--poll-interval', '0'], {
-      AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(`https://127.0.0.1:${tlsPort}/${AZURITE_ACCOUNT}`),
-      NODE_EXTRA_CA_CERTS: join(FIXTURES, 'cert.pem'),
-      HTTPS_PROXY: proxyUrl,
-      NO_PROXY: 'localhost'
-    })
-    const up = await proxied.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
-    const base = `http://127.0.0.1:${Number(up.port)}`
-    for (let i = 0; i < 100 && (await curl(['-o', '/dev/null', '-w', '%{http_code}', `${base}/readyz`])).stdout.toString() !== '200'; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-    const before = tunnels.length
-    const good = await curl([`${base}/pkg/large/good`])
-    assert.equal(good.code, 0)
-    assert.equal(sha256(good.stdout), sha256(large))
-    assert.ok(tunnels.length > before, 'the download went through the proxy')
-    assert.ok(tunnels.every((tunnel) => tunnel.startsWith(`CONNECT 127.0.0.1:${tlsPort} HTTP/1.1`)), tunnels.join('\n'))
-    const logs = JSON.stringify(proxied.logs) + proxied.stderr()
-    assert.match(logs, new RegExp(`through proxy http://127\\.0\\.0\\.1:${(proxy.address() as AddressInfo).port}`))
-    assert.ok(!logs.includes('s3cr3t'), 'the proxy password is never logged')
-
-    // Through a tunnel the certificate is checked against the storage host, not the proxy's
-    // name: the test certificate names 127.0.0.1 (and localhost), not 127.0.0.2.
-    const probe = async (...args: string[]): Promise<string> => (await exec(process.execPath, [...NODE_ARGS, join(REPO, 'test/helpers/tls-probe.ts'), ...args], {
-      cwd: REPO, encoding: 'utf8', env: { ...process.env, NODE_EXTRA_CA_CERTS: join(FIXTURES, 'cert.pem') }
-    })).stdout.trim()
-    const proxyPort = String((proxy.address() as AddressInfo).port)
-    const other = createServer({ key: readFileSync(join(FIXTURES, 'key.pem')), cert: readFileSync(join(FIXTURES, 'cert.pem')) }, (s) => {
-      s.on('error', () => {}).on('data', () => { s.end('HTTP/1.1 204 No Content\r\n\r\n') })
-    })
-    other.listen(0, '127.0.0.2')
-    await once(other, 'listening')
-    t.after(() => { other.close() })
-    const otherPort = String((other.address() as AddressInfo).port)
-    assert.equal(await probe('127.0.0.1', String(tlsPort), '127.0.0.1', proxyPort, 'user:s3cr3t'), 'accepted 400')
-    assert.equal(await probe('127.0.0.2', otherPort), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
-    assert.equal(await probe('127.0.0.2', otherPort, '127.0.0.1', proxyPort, 'user:s3cr3t'), 'rejected ERR_TLS_CERT_ALTNAME_INVALID')
   })
-})
+}

@@ -1,27 +1,39 @@
-// The hot path to Azure Blob Storage: HEAD and GET of one blob over the small client in wire.ts,
-// with the SDK's credential but without the SDK's per-request pipeline and stream layers (which
-// cost more CPU per GiB than moving the bytes). Authorization: a container SAS signed with the
-// account key (re-signed hourly), a bearer token from the token credential (renewed before it
-// expires), or the SAS already in the URL. Nothing here logs a URL or a header.
+// The hot path to Azure Blob Storage: HEAD and GET of one blob through undici, with the SDK's
+// credential but without the SDK's per-request pipeline and stream layers. One keep-alive
+// dispatcher per storage origin for the life of the store: a Pool straight to storage, or a
+// ProxyAgent when proxy.ts says the SDK would use a proxy (a CONNECT tunnel for https, forwarded
+// requests for http). Authorization: a container SAS signed with the account key (re-signed
+// hourly), a bearer token from the token credential (renewed before it expires), or the SAS
+// already in the URL. Nothing here logs a URL or a header; nothing here retries (store.ts does).
 
 import { AnonymousCredential, ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import type { TokenCredential } from '@azure/identity'
+import type { Readable } from 'node:stream'
+import { Pool, ProxyAgent } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { ProxyTarget } from './proxy.ts'
 import { StorageError } from '../types.ts'
-import { createWire } from './wire.ts'
-import type { BodyCheck, WireResponse } from './wire.ts'
+import { bracketHost } from '../../lib/net.ts'
 
 const API_VERSION = '2025-01-05'
 const STORAGE_SCOPE = 'https://storage.azure.com/.default'
 
 export interface BlobHttpOptions {
-  /** Bound on the wait for response headers. */
-  readonly requestTimeoutMs: number
+  /** Bound on connecting (TLS and tunnel included) and, per request, on silence mid-body. */
+  readonly timeoutMs: number
   /** The proxy to reach storage through (see proxy.ts). */
   readonly proxy?: ProxyTarget | undefined
-  /** A body that receives nothing for this long while its reader wants data is broken. */
-  readonly idleTimeoutMs: number
+  /** Certificates to trust besides the system's (tests); production uses NODE_EXTRA_CA_CERTS. */
+  readonly ca?: string | Buffer | undefined
+}
+
+export interface BlobResponse {
+  readonly status: number
+  /** Lower-case names; repeated headers joined with ", ". */
+  readonly headers: Readonly<Record<string, string>>
+  /** The body (empty for HEAD): the caller must consume or destroy it. */
+  readonly body: Readable
 }
 
 type Authorizer = () => Promise<{ query: string, headers: Record<string, string> }>
@@ -64,34 +76,56 @@ function authorizerFor (container: ContainerClient): Authorizer {
 }
 
 export interface BlobHttp {
-  /** `what` names the blob in messages; `check` sees a GET's whole body (see BodyCheck). */
-  send (method: 'GET' | 'HEAD', path: string, headers: Record<string, string>, what: string, check?: BodyCheck): Promise<WireResponse>
-  /** Closes the idle connections. */
-  close (): void
+  /** One request; `headersTimeoutMs` bounds the wait for its response's headers. */
+  send (method: 'GET' | 'HEAD', path: string, headers: Record<string, string>, headersTimeoutMs: number): Promise<BlobResponse>
+  /** Closes the kept connections (bodies being read keep theirs until they end). */
+  close (): Promise<void>
+}
+
+function flatten (headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const flat: Record<string, string> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined) flat[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value
+  }
+  return flat
 }
 
 export function createBlobHttp (container: ContainerClient, options: BlobHttpOptions): BlobHttp {
   const base = new URL(container.url)
-  const protocol = base.protocol === 'https:' ? 'https:' : 'http:'
-  const port = base.port !== '' ? Number(base.port) : protocol === 'https:' ? 443 : 80
-  // URL keeps an IPv6 literal's brackets; a socket wants the bare address.
-  const hostname = base.hostname.replace(/^\[(.*)\]$/, '$1')
-  const wire = createWire({ protocol, hostname, port, proxy: options.proxy }, options)
+  const origin = base.origin
+  const connect = { timeout: options.timeoutMs, ...(options.ca !== undefined && { ca: options.ca }) }
+  // Idle connections kept 30 s at most (storage closes its end after a few minutes idle);
+  // bodyTimeout is silence while the reader wants bytes: undici does not count a paused body.
+  const common = { keepAliveTimeout: 4_000, keepAliveMaxTimeout: 30_000, bodyTimeout: options.timeoutMs }
+  const proxy = options.proxy
+  const dispatcher: Dispatcher = proxy === undefined
+    ? new Pool(origin, { ...common, connect })
+    : new ProxyAgent({
+      ...common,
+      uri: `http://${bracketHost(proxy.hostname)}:${proxy.port}`,
+      ...(proxy.auth !== undefined && { token: `Basic ${Buffer.from(proxy.auth).toString('base64')}` }),
+      // Storage over http (Azurite) is forwarded; https goes through a CONNECT tunnel.
+      proxyTunnel: base.protocol === 'https:',
+      proxyTls: { timeout: options.timeoutMs },
+      requestTls: connect
+    })
   const containerPath = base.pathname.replace(/\/$/, '')
   const authorize = authorizerFor(container)
 
   return {
-    close () { wire.close() },
-    async send (method, path, headers, what, check) {
+    async close () { await dispatcher.close() },
+    async send (method, path, headers, headersTimeoutMs) {
       const auth = await authorize()
       const blobPath = `${containerPath}/${path.split('/').map(encodeURIComponent).join('/')}`
-      return await wire.send({
+      const res = await dispatcher.request({
+        origin,
         method,
         path: auth.query === '' ? blobPath : `${blobPath}?${auth.query}`,
         headers: { 'x-ms-version': API_VERSION, ...auth.headers, ...headers },
-        what,
-        ...(check !== undefined && { check })
+        headersTimeout: Math.max(1, Math.round(headersTimeoutMs)),
+        bodyTimeout: options.timeoutMs
       })
+      return { status: res.statusCode, headers: flatten(res.headers), body: res.body }
     }
   }
 }

@@ -2,12 +2,16 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
 import type { Socket } from 'node:net'
+import { createHash, randomBytes } from 'node:crypto'
 import { buffer } from 'node:stream/consumers'
-import { BlobServiceClient } from '@azure/storage-blob'
+import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob'
 import { createAzureStore } from '../../../src/storage/azure/store.ts'
+import { ReadAheadBudget } from '../../../src/storage/parallel-read.ts'
 import { StorageError } from '../../../src/storage/types.ts'
-import type { StorageErrorKind } from '../../../src/storage/types.ts'
-import { connectionStringFor, startAzurite } from '../../helpers/azurite.ts'
+import type { OpenedBlob, StorageErrorKind } from '../../../src/storage/types.ts'
+import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, startAzurite } from '../../helpers/azurite.ts'
+import { startFront } from '../../helpers/storage-front.ts'
+import { until } from '../../helpers/until.ts'
 
 async function rejectsWith (promise: Promise<unknown>, kind: StorageErrorKind, pattern?: RegExp): Promise<StorageError> {
   try {
@@ -123,3 +127,109 @@ test('a refusal from something on the way (no x-ms-request-id), or a 407, is "un
   await rejectsWith(store.stat('a.bin'), 'unreachable', /wants credentials for blob "a\.bin" in container "pkg" \(407\): give its user:password@ in HTTPS_PROXY/)
   await rejectsWith(store.readText('packages.toml'), 'unreachable', /\(407\)/)
 })
+
+/** A 3 MiB blob read in 256 KiB ranges over 4 connections, over plain HTTP and over TLS. */
+for (const tls of [false, true]) {
+  test(`parallel ranged reads of a large blob (${tls ? 'TLS' : 'plain HTTP'}): in order, pinned, checked, retried, cancelled, within the budget`, async (t) => {
+    const azurite = await startAzurite(t, { tls })
+    const front = await startFront(t, azurite)
+    const KiB = 1024
+    const chunkBytes = 256 * KiB
+    const big = randomBytes(3 * 1024 * KiB + 17)
+    await azurite.put('big.bin', big)
+    const container = new BlobServiceClient(`${front.blobEndpoint}`, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)).getContainerClient('pkg')
+    const budget = new ReadAheadBudget(2 * 1024 * KiB)
+    const store = createAzureStore({
+      container,
+      description: 'azurite',
+      ca: azurite.certificate?.cert,
+      requestTimeoutMs: 10_000,
+      backoff: { initialMs: 10, maxMs: 100 },
+      parallel: { connections: 4, chunkBytes, budget }
+    })
+    t.after(() => store.close())
+    const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+    const requestsFor = async (action: () => Promise<unknown>) => {
+      const before = front.seen.length
+      await action()
+      return front.seen.slice(before).filter((r) => r.path === 'pkg/big.bin')
+    }
+
+    await t.test('open: the bytes in order, one GET then ranges pinned to its ETag, the digest checked whole', async () => {
+      let opened: OpenedBlob | undefined
+      const seen = await requestsFor(async () => {
+        opened = await store.open?.('big.bin', { sha256: digest(big) })
+        assert.ok(opened !== undefined)
+        assert.equal(digest(await buffer(opened.body)), digest(big))
+      })
+      assert.ok(opened !== undefined)
+      assert.equal(opened.props.size, big.length)
+      assert.equal(seen[0]?.range, undefined, 'the first GET is the lookup')
+      const ranges = seen.slice(1)
+      assert.equal(ranges.length, Math.ceil(big.length / chunkBytes) - 1, JSON.stringify(seen))
+      for (const r of ranges) assert.equal(r.ifMatch, opened.props.etag, 'every range is pinned')
+      assert.equal(budget.inUse, 0)
+      assert.ok((store.stats?.bytesRead ?? 0) >= big.length)
+    })
+
+    await t.test('a wrong digest fails the transfer before its last bytes', async () => {
+      const opened = await store.open?.('big.bin', { sha256: digest(Buffer.from('other')) })
+      assert.ok(opened !== undefined)
+      let got = 0
+      opened.body.on('data', (c: Buffer) => { got += c.length })
+      await assert.rejects(buffer(opened.body), /sha256 mismatch/)
+      assert.ok(got < big.length)
+    })
+
+    await t.test('read of a range of known version, with chunks cut mid-body and refused: intact bytes', async () => {
+      const { etag } = await store.stat('big.bin')
+      front.inject('GET', { kind: 'cut', afterBytes: 1000 }, 2, true)
+      front.inject('GET', { kind: 'status', status: 503, code: 'ServerBusy' }, 2, true)
+      const part = await buffer(await store.read('big.bin', { etag, size: big.length, start: 100_000, end: 2_999_999 }))
+      assert.equal(digest(part), digest(big.subarray(100_000, 3_000_000)))
+      assert.equal(budget.inUse, 0)
+    })
+
+    await t.test('a consumer that leaves cancels every range in flight and returns the budget', async () => {
+      const opened = await store.open?.('big.bin', {})
+      assert.ok(opened !== undefined)
+      await new Promise<void>((resolve) => opened.body.once('readable', () => resolve()))
+      opened.body.destroy()
+      await until('the budget returned', () => budget.inUse === 0 ? true : undefined)
+      assert.equal(store.stats?.readAheadBytes, 0)
+    })
+
+    await t.test('many downloads at once share the budget: all intact, never over it', async () => {
+      let peak = 0
+      const timer = setInterval(() => { peak = Math.max(peak, budget.inUse) }, 1)
+      const bodies = await Promise.all(Array.from({ length: 8 }, async () => {
+        const opened = await store.open?.('big.bin', {})
+        assert.ok(opened !== undefined)
+        return await buffer(opened.body)
+      }))
+      clearInterval(timer)
+      for (const body of bodies) assert.equal(digest(body), digest(big))
+      assert.ok(peak <= budget.totalBytes, `read-ahead peaked at ${peak}`)
+      assert.equal(budget.inUse, 0)
+    })
+
+    await t.test('a blob replaced mid-download: one version whole, or a failed transfer', async () => {
+      const opened = await store.open?.('big.bin', {})
+      assert.ok(opened !== undefined)
+      const body = opened.body
+      const parts: Buffer[] = []
+      // Take the first bytes, then replace the blob while the rest is still to be read.
+      await new Promise<void>((resolve) => body.once('data', (c: Buffer) => { parts.push(c); body.pause(); resolve() }))
+      const other = randomBytes(big.length)
+      await azurite.put('big.bin', other)
+      body.resume()
+      try {
+        for await (const c of body) parts.push(c as Buffer)
+        assert.equal(digest(Buffer.concat(parts)), digest(big), 'a complete transfer is the first version')
+      } catch (err) {
+        assert.ok(err instanceof StorageError && err.kind === 'changed', String(err))
+      }
+      await azurite.put('big.bin', big)
+    })
+  })
+}
