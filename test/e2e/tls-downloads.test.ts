@@ -21,6 +21,7 @@ import { connectionStringFor, startAzurite } from '../helpers/azurite.ts'
 import type { Azurite } from '../helpers/azurite.ts'
 import { NODE_ARGS, REPO, startCli } from '../helpers/cli.ts'
 import { startFront } from '../helpers/storage-front.ts'
+import { until } from '../helpers/until.ts'
 import { tempDir } from '../helpers/tmp.ts'
 
 const exec = promisify(execFile)
@@ -48,8 +49,8 @@ async function fetchHead (args: string[]): Promise<{ status: number, headers: st
   return { status: Number(/^http\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), headers: head, body: r.stdout.subarray(split + 4) }
 }
 
-async function serveFrom (t: TestContext, azurite: Azurite, blobEndpoint: string, extra: Record<string, string> = {}): Promise<{ url: string, cli: ReturnType<typeof startCli> }> {
-  const cli = startCli(t, ['serve', '--port', '0', '--poll-interval', '0', '--storage-timeout', '3'], {
+async function serveFrom (t: TestContext, azurite: Azurite, blobEndpoint: string, extra: Record<string, string> = {}, flags: string[] = []): Promise<{ url: string, cli: ReturnType<typeof startCli> }> {
+  const cli = startCli(t, ['serve', '--port', '0', '--poll-interval', '0', '--storage-timeout', '3', ...flags], {
     AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(blobEndpoint),
     ...(azurite.certificate !== undefined && { NODE_EXTRA_CA_CERTS: azurite.certificate.certFile }),
     ...extra
@@ -80,7 +81,9 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
     ].join('\n'))
     const front = await startFront(t, azurite)
     assert.ok(front.blobEndpoint.startsWith(`${scheme}://`))
-    const { url, cli } = await serveFrom(t, azurite, front.blobEndpoint)
+    // One storage read per download here (the request counts below assume it); parallel reads
+    // have a server of their own further down.
+    const { url, cli } = await serveFrom(t, azurite, front.blobEndpoint, {}, ['--read-connections', '1'])
     const dir = await tempDir(t)
     /** The storage requests for one blob made while `action` runs. */
     const storageRequests = async (action: () => Promise<unknown>): Promise<typeof front.seen> => {
@@ -281,6 +284,51 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       assert.equal(await count(interrupted), errorsBefore, JSON.stringify(cli.logs.slice(logsBefore).filter((l) => l.level !== 30)))
       assert.equal(await count(aborted), abortedBefore + 2)
       for (const line of cli.logs.slice(logsBefore)) assert.ok(!JSON.stringify(line).includes('"stack"'), JSON.stringify(line))
+    })
+
+    await t.test('parallel reads (1 MiB chunks, 4 connections): curl and wget get the blob whole, every range pinned', async (t) => {
+      const parallel = await serveFrom(t, azurite, front.blobEndpoint, {}, ['--read-chunk', '1', '--read-connections', '4', '--read-ahead', '8'])
+      const requests = await storageRequests(async () => {
+        const r = await curl(['-f', `${parallel.url}/pkg/large/good`])
+        assert.equal(r.code, 0)
+        assert.equal(sha256(r.stdout), sha256(large))
+      })
+      const ranged = requests.slice(1)
+      assert.equal(ranged.length, Math.ceil(large.length / (1024 * 1024)) - 1, JSON.stringify(requests.map((r) => r.range)))
+      for (const r of ranged) assert.match(r.ifMatch ?? '', /^"0x[0-9A-F]+"$/)
+      const wget = await run('wget', ['-q', '-O', join(dir, 'parallel.bin'), `${parallel.url}/pkg/large/good`])
+      assert.equal(wget.code, 0)
+      assert.equal(sha256(await readFile(join(dir, 'parallel.bin'))), sha256(large))
+      const bad = await curl([`${parallel.url}/pkg/large/bad`])
+      assert.notEqual(bad.code, 0, 'a wrong digest breaks the reassembled transfer')
+      const metrics = (await curl([`${parallel.url}/metrics`])).stdout.toString()
+      assert.match(metrics, /pkg_serve_storage_requests_total \d+/)
+      assert.match(metrics, /pkg_serve_read_ahead_bytes 0/)
+
+      await sleep(PAST_CACHE_MS)
+      // A chunk's connection cut mid-body is read on from its next byte, to the chunk's end only.
+      front.inject('GET', { kind: 'cut', afterBytes: 300 * 1024 }, 1, true)
+      const resumed = await storageRequests(async () => {
+        const r = await curl(['-f', `${parallel.url}/pkg/large/good`])
+        assert.equal(r.code, 0)
+        assert.equal(sha256(r.stdout), sha256(large))
+      })
+      const MiB = 1024 * 1024
+      const mid = resumed.filter((r) => r.range !== undefined && Number(/=(\d+)-/.exec(r.range)?.[1]) % MiB !== 0)
+      assert.equal(mid.length, 1, JSON.stringify(resumed.map((r) => r.range)))
+      const [from, to] = (/=(\d+)-(\d+)/.exec(mid[0]?.range ?? '') ?? []).slice(1).map(Number)
+      assert.ok(from !== undefined && to !== undefined && (to + 1) % MiB === 0 && Math.floor(from / MiB) === Math.floor(to / MiB), `resumed ${mid[0]?.range ?? ''}`)
+
+      await sleep(PAST_CACHE_MS)
+      // Every ranged read refused: the client's transfer breaks (or, before its first byte, is an
+      // error status), never a short file that looks complete.
+      front.inject('GET', { kind: 'reset' }, Infinity, true)
+      const broken = await curl(['-f', `${parallel.url}/pkg/large/good`])
+      front.clear()
+      assert.notEqual(broken.code, 0)
+      assert.ok(broken.stdout.length < large.length)
+      assert.ok(broken.stdout.equals(large.subarray(0, broken.stdout.length)), 'the bytes before the break are the blob\'s, in order')
+      await until('the read-ahead returned', async () => /pkg_serve_read_ahead_bytes 0\b/.test((await curl([`${parallel.url}/metrics`])).stdout.toString()) ? true : undefined)
     })
 
     if (scheme !== 'https') return

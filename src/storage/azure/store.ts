@@ -18,7 +18,7 @@ import { ResumableBody } from './body.ts'
 import { parallelRead, takeFirst } from '../parallel-read.ts'
 import type { ReadAheadBudget } from '../parallel-read.ts'
 import { Sha256Check, Sha256Verifier } from '../sha256.ts'
-import { MAX_TEXT_BYTES, StorageError, isStorageError } from '../types.ts'
+import { MAX_TEXT_BYTES, StorageError } from '../types.ts'
 import type { BlobProperties, OpenedBlob, ReadOptions, StorageStats, TextRead, WritableStore } from '../types.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
 import type { Backoff } from '../../lib/backoff.ts'
@@ -301,19 +301,22 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
     }
   }
 
-  /** The body of a checked answer, resumed from its next byte (pinned) if storage breaks it. */
-  function bodyOf (path: string, res: BlobResponse, span: Span, sha256: string | undefined): Readable {
-    return new ResumableBody(res.body, {
+  /**
+   * Bytes start..end of a checked answer's version, from `source`, resumed from the next byte
+   * (a ranged read pinned to the ETag, never past `end`) if storage breaks it.
+   */
+  function resumable (path: string, source: Readable, start: number, end: number, span: Span, sha256: string | undefined): Readable {
+    return new ResumableBody(source, {
       what: name(path),
-      start: span.start,
-      end: span.end,
+      start,
+      end,
       check: sha256 !== undefined ? new Sha256Check(sha256) : undefined,
       backoff,
       maxResumes,
       resumeWithinMs: requestTimeoutMs,
       onBytes: (n) => { stats.bytesRead += n },
       reopen: async (from, deadline) => {
-        const again = await get(path, { start: from, end: span.end, etag: span.etag, size: span.size }, deadline)
+        const again = await get(path, { start: from, end, etag: span.etag, size: span.size }, deadline)
         return again.res.body
       }
     })
@@ -321,13 +324,14 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
 
   /**
    * The body of a checked answer: as it comes, or, for a span of two chunks or more, read in
-   * parallel ranges pinned to the answer's ETag, the answer's own body serving the first chunk.
-   * The sha256 check (a whole read) then covers the reassembled bytes, in order.
+   * parallel ranges pinned to the answer's ETag, the answer's own body serving the first chunk
+   * (then let go). Each chunk resumes its own breaks (ResumableBody), so parallelRead itself
+   * retries nothing; the sha256 check (a whole read) covers the reassembled bytes, in order.
    */
   function download (path: string, res: BlobResponse, span: Span, sha256: string | undefined): Readable {
     const length = span.end - span.start + 1
-    if (parallel === undefined || length < 2 * parallel.chunkBytes) return bodyOf(path, res, span, sha256)
-    let first: Readable | undefined = bodyOf(path, res, span, undefined)
+    if (parallel === undefined || length < 2 * parallel.chunkBytes) return resumable(path, res.body, span.start, span.end, span, sha256)
+    let first: Readable | undefined = res.body
     const body = parallelRead({
       start: span.start,
       end: span.end,
@@ -337,13 +341,11 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
       readRange: async (start, end) => {
         const opened = first
         first = undefined
-        if (opened !== undefined && start === span.start) return takeFirst(opened, end - start + 1)
+        if (opened !== undefined && start === span.start) return resumable(path, takeFirst(opened, end - start + 1), start, end, span, undefined)
         opened?.destroy()
         const again = await get(path, { start, end, etag: span.etag, size: span.size })
-        return bodyOf(path, again.res, again.span, undefined)
-      },
-      // Each chunk's body already resumes its own breaks; what reaches here gave up on time.
-      retryable: (err) => isStorageError(err) && (err.kind === 'unreachable' || err.kind === 'timeout' || err.kind === 'throttled')
+        return resumable(path, again.res.body, start, end, span, undefined)
+      }
     })
     body.once('close', () => { first?.destroy() })
     if (sha256 === undefined) return body
