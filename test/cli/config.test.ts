@@ -7,7 +7,7 @@ import { ConfigError, parseBooleanEnv, parseConfig, publishConfigSchema, runConf
 
 const flagOf = (key: string): string => `--${key}`
 const storage = { container: 'pkg', endpointSuffix: 'core.windows.net', azureJson: '/etc/kubernetes/azure.json', storageTimeout: '30' }
-const server = { ...storage, port: '8080', host: 'localhost', manifest: 'packages.toml', pollInterval: '30' }
+const server = { ...storage, port: '8080', host: 'localhost', manifest: 'packages.toml', pollInterval: '30', readConnections: '4', readChunk: '8', readAhead: '64' }
 
 test('serve: strings from the command line become numbers; the result is frozen', () => {
   const config = parseConfig(serveConfigSchema, { ...server, logLevel: 'info' }, flagOf)
@@ -71,4 +71,13 @@ test('boolean variables read true/false words and nothing else', () => {
   for (const yes of ['1', 'true', 'TRUE', 'yes', 'on', ' on ']) assert.equal(parseBooleanEnv('PKG_SERVE_ONCE', yes), true, yes)
   for (const no of ['0', 'false', 'No', 'off', '']) assert.equal(parseBooleanEnv('PKG_SERVE_ONCE', no), false, no)
   assert.throws(() => parseBooleanEnv('PKG_SERVE_ONCE', 'maybe'), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
+})
+
+test('parallel read flags: whole connections 1 to 32, a chunk of at least 64 KiB, a budget that is not negative', () => {
+  const parsed = parseConfig(serveConfigSchema, { ...server, readConnections: '1', readChunk: '0.0625', readAhead: '0', logLevel: 'info' }, flagOf)
+  assert.deepEqual([parsed.readConnections, parsed.readChunk, parsed.readAhead], [1, 0.0625, 0])
+  assert.throws(() => parseConfig(serveConfigSchema, { ...server, readConnections: '0', logLevel: 'info' }, flagOf), /--readConnections "0" must be 1 \(off\) to 32/)
+  assert.throws(() => parseConfig(serveConfigSchema, { ...server, readConnections: '2.5', logLevel: 'info' }, flagOf), /must be a whole number/)
+  assert.throws(() => parseConfig(serveConfigSchema, { ...server, readChunk: '0.01', logLevel: 'info' }, flagOf), /--readChunk "0\.01" must be at least 0\.0625 MiB/)
+  assert.throws(() => parseConfig(serveConfigSchema, { ...server, readAhead: '-1', logLevel: 'info' }, flagOf), /--readAhead "-1" must not be negative/)
 })
