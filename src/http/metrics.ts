@@ -6,34 +6,30 @@ import type { StorageStats } from '../storage/types.ts'
 
 /** The storage backend's own counters, read at each scrape. */
 function storageMetrics (registry: Registry, stats: StorageStats): void {
-  let requests = 0
-  let bytesRead = 0
-  /* eslint-disable no-new -- each registers itself with the registry */
-  new Counter({
-    name: 'pkg_serve_storage_requests_total',
-    help: 'Requests sent to storage for downloads (retries, resumes and parallel ranges included)',
-    registers: [registry],
-    collect () {
-      this.inc(stats.requests - requests)
-      requests = stats.requests
-    }
-  })
-  new Counter({
-    name: 'pkg_serve_storage_bytes_read_total',
-    help: 'Download bytes received from storage',
-    registers: [registry],
-    collect () {
-      this.inc(stats.bytesRead - bytesRead)
-      bytesRead = stats.bytesRead
-    }
-  })
+  /** A Prometheus counter that follows one of the backend's running totals. */
+  const following = (name: string, help: string, total: () => number): void => {
+    let counted = 0
+    // eslint-disable-next-line no-new -- it registers itself with the registry
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect () {
+        const now = total()
+        this.inc(now - counted)
+        counted = now
+      }
+    })
+  }
+  following('pkg_serve_storage_requests_total', 'Requests sent to storage for downloads (retries, resumes and parallel ranges included)', () => stats.requests)
+  following('pkg_serve_storage_bytes_read_total', 'Download bytes received from storage', () => stats.bytesRead)
+  // eslint-disable-next-line no-new -- it registers itself with the registry
   new Gauge({
     name: 'pkg_serve_read_ahead_bytes',
     help: 'Memory held by parallel reads ahead of their clients (bounded by --read-ahead)',
     registers: [registry],
     collect () { this.set(stats.readAheadBytes) }
   })
-  /* eslint-enable no-new */
 }
 
 export function createMetrics (stats?: StorageStats) {

@@ -4,6 +4,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
+import { waitForLine } from './log-lines.ts'
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url))
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url))
@@ -99,20 +100,7 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
     stderr: () => stderr,
     dropped: 0,
     waitForLog (predicate, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const check = (): void => {
-          const found = logs.find(predicate)
-          if (found !== undefined) { cleanup(); resolve(found); return }
-          if (child.exitCode !== null || child.signalCode !== null) {
-            cleanup()
-            reject(new Error(`pkg-serve exited (${child.exitCode ?? child.signalCode ?? ''}) before the expected log line; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`))
-          }
-        }
-        const timer = setTimeout(() => { cleanup(); reject(new Error(`no expected log line in ${timeoutMs} ms; logs: ${JSON.stringify(logs.slice(-5))}; stderr: ${stderr}`)) }, timeoutMs)
-        const cleanup = (): void => { clearTimeout(timer); waiters.delete(check) }
-        waiters.add(check)
-        check()
-      })
+      return waitForLine({ child, logs, waiters, who: 'pkg-serve', context: () => `stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}` }, predicate, timeoutMs)
     },
     exited: () => exit,
     async stop () {

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import { REPO } from './cli.ts'
 import { isRoot } from './fake-node.ts'
+import { waitForLine } from './log-lines.ts'
 
 export const IN_CI = process.env.CI === 'true'
 
@@ -107,20 +108,7 @@ export function startContainer (t: TestContext, runArgs: readonly string[], args
     child,
     logs,
     waitForLog (predicate, timeoutMs = 120_000) {
-      return new Promise((resolve, reject) => {
-        const check = (): void => {
-          const found = logs.find(predicate)
-          if (found !== undefined) { cleanup(); resolve(found); return }
-          if (child.exitCode !== null || child.signalCode !== null) {
-            cleanup()
-            reject(new Error(`the container exited (${child.exitCode ?? child.signalCode ?? ''}) before the expected log line; last lines: ${JSON.stringify(logs.slice(-8))}`))
-          }
-        }
-        const timer = setTimeout(() => { cleanup(); reject(new Error(`no expected log line in ${timeoutMs} ms; last lines: ${JSON.stringify(logs.slice(-8))}`)) }, timeoutMs)
-        const cleanup = (): void => { clearTimeout(timer); waiters.delete(check) }
-        waiters.add(check)
-        check()
-      })
+      return waitForLine({ child, logs, waiters, who: 'the container', context: () => `last lines: ${JSON.stringify(logs.slice(-8))}` }, predicate, timeoutMs)
     },
     exited: () => exit
   }
