@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { UserError, errnoCode } from '../lib/errors.ts'
+import { UserError, errnoCode, messageOf } from '../lib/errors.ts'
 
 export class ActionError extends UserError {
   override name = 'ActionError'
@@ -46,7 +46,7 @@ export async function readAction (actionsDir: string, name: string): Promise<Act
       }
       throw new ActionError(`no action "${name}" in ${actionsDir}; ${available}`)
     }
-    throw new ActionError(`cannot read action "${name}" in ${actionsDir}: ${(err as Error).message}`)
+    throw new ActionError(`cannot read action "${name}" in ${actionsDir}: ${messageOf(err)}`)
   }
   return { name, content, sha256: createHash('sha256').update(content).digest('hex') }
 }
@@ -68,7 +68,7 @@ export async function installAction (dir: string, script: ActionScript): Promise
     await rename(temp, target)
   } catch (err) {
     await rm(temp, { force: true })
-    throw new ActionError(`cannot copy action "${script.name}" to ${dir}: ${(err as Error).message}`)
+    throw new ActionError(`cannot copy action "${script.name}" to ${dir}: ${messageOf(err)}`)
   }
   return target
 }

@@ -254,7 +254,7 @@ export async function populated (dir: string): Promise<boolean> {
 
 /** Short descriptions of the processes in the cgroup, for the log ("1234 sleep"). */
 export async function describe (pids: readonly number[]): Promise<string[]> {
-  return await Promise.all(pids.slice(0, 20).map(async (pid) => {
+  return Promise.all(pids.slice(0, 20).map(async (pid) => {
     const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')
     return `${pid} ${comm.trim()}`
   }))

@@ -22,6 +22,7 @@ import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, stop
 import type { RunCgroup } from './cgroup.ts'
 import { withoutQuery } from '../lib/net.ts'
 import { backoffDelay, wait } from '../lib/backoff.ts'
+import { messageOf } from '../lib/errors.ts'
 
 export interface LauncherDeps {
   readonly logger: FastifyBaseLogger
@@ -203,7 +204,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
         await createCgroup(placement.dir)
         cgroup = placement
       } catch (err) {
-        log.warn({ cgroup: placement.dir, err: (err as Error).message }, `cannot make the cgroup ${placement.dir} for the run (${(err as Error).message}): falling back to the script's process tree`)
+        log.warn({ cgroup: placement.dir, err: messageOf(err) }, `cannot make the cgroup ${placement.dir} for the run (${messageOf(err)}): falling back to the script's process tree`)
       }
     }
     const command = buildCommand({ ...config, args, cgroup })
@@ -249,7 +250,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
     return await loop()
   } catch (err) {
     // Never leave "running" (or "starting") behind for a run this launcher no longer runs.
-    await update({ phase: 'failed', cgroup: null, message: `pkg-serve failed: ${(err as Error).message}` }).catch(() => {})
+    await update({ phase: 'failed', cgroup: null, message: `pkg-serve failed: ${messageOf(err)}` }).catch(() => {})
     throw err
   } finally {
     clearInterval(heartbeat)
@@ -277,7 +278,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
             await once.record(config.action, runKey(script.sha256, args), args)
           } catch (err) {
             // The run succeeded; a missing record only means the next start runs it again.
-            log.warn({ err: (err as Error).message }, `cannot write the --once record in ${config.hostDir} (${(err as Error).message}): the action succeeded, but the next start will run it again`)
+            log.warn({ err: messageOf(err) }, `cannot write the --once record in ${config.hostDir} (${messageOf(err)}): the action succeeded, but the next start will run it again`)
           }
         }
         await update({ phase: result === 'skipped' ? 'skipped' : 'succeeded' })

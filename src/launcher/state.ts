@@ -74,6 +74,8 @@ export function createStateDir (dir: string) {
     async read (): Promise<Status | undefined> {
       try {
         const status = JSON.parse(await readFile(statusFile, 'utf8')) as unknown
+        // A file a launcher wrote: its phase is checked; the rest is reported as it is.
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-type-assertion
         return typeof status === 'object' && status !== null && 'phase' in status ? status as Status : undefined
       } catch {
         return undefined
@@ -102,7 +104,8 @@ export function createOnceRecords (hostDir: string) {
   return {
     async succeeded (action: string, key: string): Promise<{ at: string } | undefined> {
       try {
-        const record = JSON.parse(await readFile(file(action), 'utf8')) as { key?: unknown, at?: unknown }
+        const record: unknown = JSON.parse(await readFile(file(action), 'utf8'))
+        if (typeof record !== 'object' || record === null || !('key' in record) || !('at' in record)) return undefined
         return record.key === key && typeof record.at === 'string' ? { at: record.at } : undefined
       } catch {
         return undefined

@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { cgroupPids, describe, populated, stopCgroup } from './cgroup.ts'
 import { forEachLine } from './output.ts'
+import { messageOf } from '../lib/errors.ts'
 
 export interface ScriptResult {
   readonly exitCode: number | null
@@ -178,7 +179,7 @@ export function runScript (file: string, args: readonly string[], env: NodeJS.Pr
       const durationMs = Date.now() - started
       ;(async () => {
         await (stopping ?? endLeftovers()).catch((err: unknown) => {
-          log.warn({ err }, `could not end what the script left running: ${(err as Error).message}`)
+          log.warn({ err }, `could not end what the script left running: ${messageOf(err)}`)
         })
         // Read what is still in the pipes; stop once nothing came for a while (a process outside
         // the cgroup that holds them, say one the fallback could not find, must not hold us).
@@ -204,7 +205,7 @@ export function runScript (file: string, args: readonly string[], env: NodeJS.Pr
     async stop (graceMs) {
       stopped = true
       await end(graceMs)
-      return await done
+      return done
     }
   }
 }

@@ -17,3 +17,8 @@ export function errnoCode (err: unknown): string | undefined {
   if (typeof err !== 'object' || err === null || !('code' in err)) return undefined
   return typeof err.code === 'string' ? err.code : undefined
 }
+
+/** What went wrong, for a message: an Error's message, or whatever was thrown, as text. */
+export function messageOf (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

@@ -29,10 +29,11 @@ function headerPath (line: string): string[] | undefined {
     let node: unknown = parseToml(`${line}\n`)
     const path: string[] = []
     while (typeof node === 'object' && node !== null) {
-      const keys = Object.keys(node)
-      if (keys.length !== 1 || keys[0] === undefined) break
-      path.push(keys[0])
-      node = (node as Record<string, unknown>)[keys[0]]
+      const entries = Object.entries(node)
+      const [only] = entries
+      if (entries.length !== 1 || only === undefined) break
+      path.push(only[0])
+      node = only[1]
     }
     return path
   } catch {

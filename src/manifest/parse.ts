@@ -162,7 +162,7 @@ function parseToml (text: string, source: string): TomlTable {
   try {
     return parseTomlText(text)
   } catch (err) {
-    const e = err as TomlSyntaxError
+    const e: TomlSyntaxError = err instanceof Error ? err : new Error(String(err))
     // @iarna/toml reports 0-based positions and repeats them, with a snippet, in its message.
     const reason = (e.message ?? String(err)).split('\n')[0]?.replace(/ at row \d+, col \d+, pos \d+:?$/, '') ?? 'invalid TOML'
     throw new ManifestError(source, [{

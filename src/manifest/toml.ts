@@ -21,8 +21,11 @@ interface TomlParser {
 }
 type TomlParserClass = new () => TomlParser
 
+// The library's parser has no types: these two describe what this module uses of it.
+/* eslint-disable @typescript-eslint/no-unsafe-type-assertion */
 const BaseParser = require('@iarna/toml/lib/toml-parser.js') as TomlParserClass
 const prettyError = require('@iarna/toml/parse-pretty-error.js') as (err: unknown, text: string) => Error
+/* eslint-enable @typescript-eslint/no-unsafe-type-assertion */
 
 const PREFIX = 'k:'
 
@@ -41,12 +44,13 @@ export type TomlValue = string | number | boolean | Date | TomlValue[] | TomlTab
 
 function unprefix (value: unknown): TomlValue {
   if (Array.isArray(value)) return value.map(unprefix)
-  if (typeof value !== 'object' || value === null || value instanceof Date) return value as TomlValue
-  const table = Object.create(null) as TomlTable
-  for (const key of Object.keys(value)) {
+  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' || value instanceof Date) return value
+  if (typeof value !== 'object' || value === null) throw new TypeError(`the TOML parser gave a ${typeof value}`)
+  const table: TomlTable = Object.create(null)
+  for (const [key, inner] of Object.entries(value)) {
     // Own keys only: everything the parser stored carries the prefix.
     if (!key.startsWith(PREFIX)) continue
-    table[key.slice(PREFIX.length)] = unprefix((value as Record<string, unknown>)[key])
+    table[key.slice(PREFIX.length)] = unprefix(inner)
   }
   return table
 }
@@ -56,7 +60,9 @@ export function parseToml (text: string): TomlTable {
   const parser = new PrefixingParser()
   try {
     parser.parse(text)
-    return unprefix(parser.finish()) as TomlTable
+    const document = unprefix(parser.finish())
+    if (typeof document !== 'object' || Array.isArray(document) || document instanceof Date) throw new TypeError('the TOML parser gave no table')
+    return document
   } catch (err) {
     throw prettyError(err, text)
   }

@@ -15,7 +15,7 @@ import { pipeline } from 'node:stream/promises'
 import { Sha256Verifier } from './sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from './types.ts'
 import type { BlobProperties, ReadOptions, TextRead, WritableStore } from './types.ts'
-import { errnoCode } from '../lib/errors.ts'
+import { errnoCode, messageOf } from '../lib/errors.ts'
 import { backoffDelay, wait } from '../lib/backoff.ts'
 
 function etagOf (s: BigIntStats): string {
@@ -38,7 +38,7 @@ function toStorageError (err: unknown, path: string, root?: string): StorageErro
   if (code === 'EACCES' || code === 'EPERM') {
     return new StorageError('denied', `no permission to read "${path}"`, { code, cause: err })
   }
-  return new StorageError('failed', `reading "${path}" failed: ${(err as Error).message}`, { code, cause: err })
+  return new StorageError('failed', `reading "${path}" failed: ${messageOf(err)}`, { code, cause: err })
 }
 
 export function createLocalStore (directory: string): WritableStore {
@@ -140,7 +140,7 @@ export function createLocalStore (directory: string): WritableStore {
       } catch (err) {
         if (err instanceof StorageError) throw err
         const code = errnoCode(err)
-        throw new StorageError(code === 'EACCES' || code === 'EPERM' ? 'denied' : 'failed', `cannot write blob "${path}": ${(err as Error).message}`, { code, cause: err })
+        throw new StorageError(code === 'EACCES' || code === 'EPERM' ? 'denied' : 'failed', `cannot write blob "${path}": ${messageOf(err)}`, { code, cause: err })
       }
     },
 

@@ -15,7 +15,7 @@ import type { ProxyTarget } from './azure/proxy.ts'
 import { createLocalStore } from './local.ts'
 import type { WritableStore } from './types.ts'
 import type { StorageConfig } from '../cli/config.ts'
-import { UserError } from '../lib/errors.ts'
+import { UserError, messageOf } from '../lib/errors.ts'
 import { withoutQuery } from '../lib/net.ts'
 
 export type StorageTarget =
@@ -180,7 +180,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
     try {
       proxy = proxyFor(new URL(container.url), env)
     } catch (err) {
-      throw new StorageSpecError((err as Error).message)
+      throw new StorageSpecError(messageOf(err))
     }
     const how = proxy !== undefined ? `${description}, through proxy ${proxy.shown}` : description
     return { store: createAzureStore({ container, description: how, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs, proxy, parallel }), description: how }
@@ -208,7 +208,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
     try {
       service = BlobServiceClient.fromConnectionString(connectionString ?? '', pipelineOptions)
     } catch (err) {
-      throw new StorageSpecError(`AZURE_STORAGE_CONNECTION_STRING is not a valid connection string: ${(err as Error).message}`)
+      throw new StorageSpecError(`AZURE_STORAGE_CONNECTION_STRING is not a valid connection string: ${messageOf(err)}`)
     }
     const description = `container "${opts.container}" at ${withoutQuery(service.url)} with a connection string (${accountOf(connectionString ?? '')})`
     return azure(service.getContainerClient(opts.container), description)

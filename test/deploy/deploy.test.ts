@@ -87,10 +87,10 @@ test('the validator catches what it must (so a pass means something)', { skip: r
   assert.ok(ds !== undefined)
   const typo = structuredClone(ds) as { spec: { template: { spec: Obj } } }
   typo.spec.template.spec.tolerationz = typo.spec.template.spec.tolerations
-  assert.throws(() => validateObject(typo as unknown as Obj), /fields Kubernetes does not know/)
+  assert.throws(() => validateObject(typo), /fields Kubernetes does not know/)
   const broken = structuredClone(ds) as { spec: Obj }
   delete broken.spec.selector
-  assert.throws(() => validateObject(broken as unknown as Obj), /selector/)
+  assert.throws(() => validateObject(broken), /selector/)
 })
 
 test('a kustomize is available to render the deploy files', { skip: renderers().length > 0 ? false : NO_KUSTOMIZE }, () => {
@@ -225,7 +225,7 @@ test('the example ConfigMap script installs the package through the launcher on 
     await writeFile(join(root, 'DEBIAN/control'), `Package: ${pkg}\nVersion: 1.0.0\nArchitecture: all\nMaintainer: Tests <tests@pkg-serve.invalid>\nDescription: test package\n`)
     await writeFile(join(root, 'usr/share', pkg, 'hello.txt'), marker)
     execFileSync('dpkg-deb', ['--root-owner-group', '--build', root, join(work, `${pkg}.deb`)], { stdio: 'ignore' })
-    return await readFile(join(work, `${pkg}.deb`))
+    return readFile(join(work, `${pkg}.deb`))
   }
   const good = await build('pkg-serve-hello', 'installed by the example script\n')
   const wrong = await build('some-other-package', 'wrong\n')

@@ -83,7 +83,7 @@ async function untilReady (c: Container): Promise<void> {
 /** SIGTERM, as the kubelet stops a pod (no SIGKILL follows: the container must exit by itself). */
 async function terminate (c: Container): Promise<number | null> {
   assert.equal(podman(['kill', '--signal', 'TERM', c.name]).status, 0)
-  return await c.exited()
+  return c.exited()
 }
 
 function alive (pid: number): boolean {

@@ -250,7 +250,7 @@ test('a blob replaced between lookup and read is looked up again, and nothing of
         await write(join(dir, 'p.tmp'), 'new')
         await rename(join(dir, 'p.tmp'), join(dir, 'p.bin'))
       }
-      return await local.read(path, options)
+      return local.read(path, options)
     }
   }
   const app = await buildApp({ store, manifestPath: 'packages.toml', pollIntervalSeconds: 0 })

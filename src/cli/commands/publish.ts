@@ -26,7 +26,7 @@ import { setEntry } from '../../manifest/edit.ts'
 import { openStore } from '../../storage/open.ts'
 import { isStorageError } from '../../storage/types.ts'
 import type { BlobProperties, WritableStore } from '../../storage/types.ts'
-import { UserError, errnoCode } from '../../lib/errors.ts'
+import { UserError, errnoCode, messageOf } from '../../lib/errors.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
 
 export interface PublishResult {
@@ -146,7 +146,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
     size = s.size
   } catch (err) {
     if (err instanceof ConfigError) throw err
-    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(err) ?? (err as Error).message}`)
+    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(err) ?? messageOf(err)}`)
   }
   // N/T/BASENAME: two tags never share bytes by accident.
   const path = config.path ?? `${config.name}/${config.tag}/${basename(config.file)}`

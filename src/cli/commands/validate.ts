@@ -9,14 +9,14 @@ import { ManifestError, decodeManifest, formatIssue, parseManifest, tableName } 
 import { count } from '../../lib/words.ts'
 import { openStore } from '../../storage/open.ts'
 import { isStorageError } from '../../storage/types.ts'
-import { errnoCode } from '../../lib/errors.ts'
+import { errnoCode, messageOf } from '../../lib/errors.ts'
 
 export async function validate (config: ValidateConfig, env: Readonly<Record<string, string | undefined>>, out: (line: string) => void, err: (line: string) => void): Promise<number> {
   let bytes: Buffer
   try {
     bytes = await readFile(config.file)
   } catch (e) {
-    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(e) ?? (e as Error).message}`)
+    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(e) ?? messageOf(e)}`)
   }
   let manifest
   try {

@@ -33,7 +33,8 @@ export async function readKubeletClientId (path: string): Promise<string | undef
     return undefined
   }
   try {
-    const id: unknown = (JSON.parse(text) as Record<string, unknown>).userAssignedIdentityID
+    const json: unknown = JSON.parse(text)
+    const id = typeof json === 'object' && json !== null && 'userAssignedIdentityID' in json ? json.userAssignedIdentityID : undefined
     return typeof id === 'string' && id.trim() !== '' ? id.trim() : undefined
   } catch {
     return undefined

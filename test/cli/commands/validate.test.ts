@@ -44,7 +44,7 @@ test('the server rejects the same files, and accepts any name the pattern allows
     assert.equal(res.body, 'A')
   }
   assert.equal((await app.inject('/pkg/toString/x')).statusCode, 404)
-  const listed = (await app.inject('/pkg')).json() as { packages: Array<{ name: string }> }
+  const listed = (await app.inject('/pkg')).json<{ packages: Array<{ name: string }> }>()
   assert.deepEqual(listed.packages.map((p) => p.name).sort(), ['__proto__', 'constructor', 'hasOwnProperty'])
   for (const [what, text, pattern] of cases) {
     if (what === 'too large') continue // the store refuses it before parsing: see the storage tests
