@@ -1,11 +1,15 @@
-// `npm run bench`: pkg-serve against the baselines, on this machine, in one run. Starts Azurite,
-// pkg-serve (the built dist/, as the image runs it) and, when installed, `rclone serve http` on
-// the same container; runs every case alternately several times; prints medians and the ratios
-// the performance issue asks for, and writes the figures to bench/results/latest.json.
+// `npm run bench`: pkg-serve against the baselines, on this machine, in one run. Starts Azurite
+// over TLS (a certificate made here with openssl: production storage is always HTTPS) and then
+// over plain HTTP, pkg-serve (the built dist/, on Node 24 with the image's NODE_OPTIONS, as the
+// image runs it; `--node=current` for the Node running the bench) and, when installed, `rclone
+// serve http` on the same container; runs every case alternately several times; prints medians
+// and the ratios the performance issue asks for, and writes the figures to
+// bench/results/latest.json.
 // Figures are ratios against baselines measured in the same run: absolute numbers on a shared
 // machine mean little. `--quick` finishes in about a minute (CI runs it to prove it works).
 
 import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -22,6 +26,7 @@ import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from 
 import type { AzuriteProcess } from '../scripts/azurite.ts'
 
 const QUICK = process.argv.includes('--quick')
+const NODE_WANTED = /^--node=(.+)$/.exec(process.argv.find((a) => a.startsWith('--node=')) ?? '')?.[1] ?? '24'
 const REPO = fileURLToPath(new URL('..', import.meta.url))
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -99,10 +104,22 @@ function stopProc (p: ChildProcess): Promise<void> {
   return new Promise((resolve) => { p.once('exit', () => resolve()); p.kill('SIGTERM'); setTimeout(() => p.kill('SIGKILL'), 5000).unref() })
 }
 
+/** The node binary pkg-serve runs on: Node 24 (the image's runtime) through npx, or this one. */
+function serverNode (): { path: string, version: string } {
+  if (NODE_WANTED !== 'current') {
+    const found = spawnSync('npx', ['-y', `node@${NODE_WANTED}`, '-p', 'process.execPath + " " + process.version'], { encoding: 'utf8' })
+    const [path, version] = found.stdout.trim().split('\n').pop()?.split(' ') ?? []
+    if (found.status === 0 && path !== undefined && version !== undefined) return { path, version }
+    log(`npx -y node@${NODE_WANTED} failed: pkg-serve runs on this Node (${process.version})`)
+  }
+  return { path: process.execPath, version: process.version }
+}
+const SERVER_NODE = serverNode()
+
 async function startPkgServe (env: Record<string, string>, extra: string[] = []): Promise<Server & { readyMs: number }> {
   const port = await freePort()
   const started = Date.now()
-  const proc = spawn(process.execPath, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   await waitFor(`${url}/readyz`)
   return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc), readyMs: Date.now() - started }
@@ -112,7 +129,8 @@ async function startRclone (blobEndpoint: string): Promise<Server | undefined> {
   if (spawnSync('sh', ['-c', 'command -v rclone']).status !== 0) return undefined
   const port = await freePort()
   const proc = spawn('rclone', ['serve', 'http', 'az:pkg', '--addr', `127.0.0.1:${port}`, '--read-only', '--no-modtime'], {
-    env: { ...process.env, RCLONE_CONFIG_AZ_TYPE: 'azureblob', RCLONE_CONFIG_AZ_ACCOUNT: AZURITE_ACCOUNT, RCLONE_CONFIG_AZ_KEY: AZURITE_KEY, RCLONE_CONFIG_AZ_ENDPOINT: blobEndpoint, RCLONE_CONFIG_AZ_USE_EMULATOR: 'true' },
+    // Go reads its trusted certificates from SSL_CERT_FILE.
+    env: { ...process.env, ...(CERT !== undefined && { SSL_CERT_FILE: CERT.certFile }), RCLONE_CONFIG_AZ_TYPE: 'azureblob', RCLONE_CONFIG_AZ_ACCOUNT: AZURITE_ACCOUNT, RCLONE_CONFIG_AZ_KEY: AZURITE_KEY, RCLONE_CONFIG_AZ_ENDPOINT: blobEndpoint, RCLONE_CONFIG_AZ_USE_EMULATOR: 'true' },
     stdio: ['ignore', 'ignore', 'ignore']
   })
   const url = `http://127.0.0.1:${port}`
@@ -184,7 +202,7 @@ async function seedLarge (container: ContainerClient): Promise<void> {
 type LargeFigures = Record<string, { mbps: number[], cpuPerGiB: number[] }>
 
 /** Large download: throughput and server CPU per GiB, alternating the paths each rep. */
-async function largeCase (servers: Server[], paths: Paths, directUrl: string): Promise<LargeFigures> {
+async function largeCase (servers: Server[], paths: Paths, directUrl: string, directExtra: string[] = []): Promise<LargeFigures> {
   const large: LargeFigures = { azurite: { mbps: [], cpuPerGiB: [] } }
   for (const s of servers) large[s.name] = { mbps: [], cpuPerGiB: [] }
   for (let rep = 0; rep < cfg.reps; rep++) {
@@ -192,7 +210,7 @@ async function largeCase (servers: Server[], paths: Paths, directUrl: string): P
     for (const name of order) {
       const server = servers.find((s) => s.name === name)
       const cpu0 = server !== undefined ? cpuSeconds(server.pid) : 0
-      const r = await curl(server !== undefined ? (paths[name]?.('large.bin', 'large') ?? '') : directUrl)
+      const r = server !== undefined ? await curl(paths[name]?.('large.bin', 'large') ?? '') : await curl(directUrl, directExtra)
       if (r.bytes !== cfg.large) throw new Error(`${name}: downloaded ${r.bytes} of ${cfg.large} bytes (HTTP ${r.code})`)
       large[name]?.mbps.push(r.bytes / 1e6 / r.seconds)
       if (server !== undefined) large[name]?.cpuPerGiB.push((cpuSeconds(server.pid) - cpu0) / (r.bytes / GiB))
@@ -251,30 +269,49 @@ async function startServers (azurite: AzuriteProcess): Promise<{ servers: Server
   }
 }
 
-async function main (): Promise<void> {
-  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps; pkg-serve NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"`)
-  const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'inherit' })
-  if (build.status !== 0) throw new Error('npm run build failed')
+/** The test certificate storage serves over TLS (its own CA), trusted by the bench through NODE_EXTRA_CA_CERTS. */
+interface Cert { readonly certFile: string, readonly keyFile: string }
+const CERT: Cert | undefined = process.env.PKG_SERVE_BENCH_CERT_DIR !== undefined
+  ? { certFile: join(process.env.PKG_SERVE_BENCH_CERT_DIR, 'cert.pem'), keyFile: join(process.env.PKG_SERVE_BENCH_CERT_DIR, 'key.pem') }
+  : undefined
 
-  const azurite = await spawnAzurite()
+type SmallFigures = Record<string, { rps: number[], p99ms: number[], errors: number, cpuMsPerReq: { server: number[], storage: number[], client: number[] } }>
+const m = (xs: number[] | undefined): number => median(xs ?? [])
+const summarize = (figures: SmallFigures): Record<string, { rps: number, p99ms: number, errors: number, cpuMsPerRequest: { server: number, storage: number, client: number } }> =>
+  Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, {
+    rps: m(v.rps),
+    p99ms: m(v.p99ms),
+    errors: v.errors,
+    cpuMsPerRequest: { server: m(v.cpuMsPerReq.server), storage: m(v.cpuMsPerReq.storage), client: m(v.cpuMsPerReq.client) }
+  }]))
+const summarizeLarge = (figures: LargeFigures): { sizeMiB: number, reps: number, throughputMBps: Record<string, number>, serverCpuSecondsPerGiB: Record<string, number>, samples: LargeFigures } => ({
+  sizeMiB: cfg.large / MiB,
+  reps: cfg.reps,
+  throughputMBps: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, m(v.mbps)])),
+  serverCpuSecondsPerGiB: Object.fromEntries(Object.entries(figures).filter(([k]) => k !== 'azurite').map(([k, v]) => [k, m(v.cpuPerGiB)])),
+  samples: figures
+})
+
+const DISTINCT = 32
+const distinctName = (i: number): string => `small${String(i).padStart(2, '0')}`
+const MANIFEST = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.bin'\n[small.latest]\npath = 'small.bin'\n" +
+  Array.from({ length: DISTINCT }, (_, i) => `[${distinctName(i)}.latest]\npath = '${distinctName(i)}.bin'\n`).join('')
+
+/** Large, memory and small cases against one Azurite (over TLS when `tls`), pkg-serve and rclone. */
+async function setting (tls: boolean): Promise<{ results: ReturnType<typeof settingResults>, azurite: AzuriteProcess, container: ContainerClient, stopServers: () => Promise<void> }> {
+  const azurite = await spawnAzurite(tls && CERT !== undefined ? { tls: { cert: CERT.certFile, key: CERT.keyFile } } : {})
   const { container } = await containerOf(azurite)
-  log('seeding Azurite')
+  log(`${tls ? 'TLS' : 'plain HTTP'}: seeding Azurite`)
   await seedLarge(container)
   await container.getBlockBlobClient('mem.bin').uploadData(randomBytes(cfg.memEach))
   await container.getBlockBlobClient('small.bin').uploadData(randomBytes(1024))
   // One small package per connection too: requests that cannot share a storage read.
-  const DISTINCT = 32
-  const distinctName = (i: number): string => `small${String(i).padStart(2, '0')}`
   for (let i = 0; i < DISTINCT; i++) await container.getBlockBlobClient(`${distinctName(i)}.bin`).uploadData(randomBytes(1024))
-  const manifest = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.bin'\n[small.latest]\npath = 'small.bin'\n" +
-    Array.from({ length: DISTINCT }, (_, i) => `[${distinctName(i)}.latest]\npath = '${distinctName(i)}.bin'\n`).join('')
-  await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(manifest))
-  const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
+  await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(MANIFEST))
   const { servers, paths, direct } = await startServers(azurite)
   if (servers.length === 1) log('rclone is not installed: its baselines are skipped (apt-get install rclone)')
-  const rclone = servers.find((s) => s.name === 'rclone')
 
-  const large = await largeCase(servers, paths, direct('large.bin'))
+  const large = await largeCase(servers, paths, direct('large.bin'), CERT !== undefined && tls ? ['--cacert', CERT.certFile] : [])
 
   // Memory: 8 concurrent downloads plus one client reading at 64 KiB/s.
   const memory: Record<string, number> = {}
@@ -291,7 +328,6 @@ async function main (): Promise<void> {
   // Small packages: 1 KiB at 32 connections, all asking for one package (the target), then each
   // connection for its own (no two requests can share a storage read: the storage-bound figure).
   // CPU per request of the server, of storage (Azurite) and of the client: who the limit is.
-  type SmallFigures = Record<string, { rps: number[], p99ms: number[], errors: number, cpuMsPerReq: { server: number[], storage: number[], client: number[] } }>
   const smallCase = async (urlFor: (server: string, connection: number) => string): Promise<SmallFigures> => {
     const figures: SmallFigures = {}
     for (const s of servers) figures[s.name] = { rps: [], p99ms: [], errors: 0, cpuMsPerReq: { server: [], storage: [], client: [] } }
@@ -316,7 +352,41 @@ async function main (): Promise<void> {
   const small = await smallCase((server) => paths[server]?.('small.bin', 'small') ?? '')
   const smallDistinct = await smallCase((server, i) => paths[server]?.(`${distinctName(i % DISTINCT)}.bin`, distinctName(i % DISTINCT)) ?? '')
   log('small case done')
+  return {
+    results: settingResults(tls, large, memory, small, smallDistinct),
+    azurite,
+    container,
+    stopServers: async () => { for (const s of servers) await s.stop() }
+  }
+}
 
+function settingResults (tls: boolean, large: LargeFigures, memory: Record<string, number>, small: SmallFigures, smallDistinct: SmallFigures) {
+  const pkg = 'pkg-serve'
+  const ratio = (a: number, b: number): number | null => Number.isNaN(b) ? null : a / b
+  return {
+    storage: tls ? 'https (TLS 1.3)' : 'http',
+    large: summarizeLarge(large),
+    memoryPeakRssMiB: memory,
+    small: summarize(small),
+    smallDistinct: summarize(smallDistinct),
+    ratios: {
+      throughputVsAzurite: m(large[pkg]?.mbps) / m(large.azurite?.mbps),
+      cpuVsRclone: ratio(m(large[pkg]?.cpuPerGiB), m(large.rclone?.cpuPerGiB)),
+      rssVsRclone: ratio(memory[pkg] ?? NaN, memory.rclone ?? NaN),
+      smallRpsVsRclone: ratio(m(small[pkg]?.rps), m(small.rclone?.rps)),
+      smallDistinctRpsVsRclone: ratio(m(smallDistinct[pkg]?.rps), m(smallDistinct.rclone?.rps))
+    }
+  }
+}
+
+async function main (): Promise<void> {
+  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps; pkg-serve on Node ${SERVER_NODE.version} with NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"`)
+  const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'inherit' })
+  if (build.status !== 0) throw new Error('npm run build failed')
+
+  // Over TLS first: the production setting.
+  const secure = await setting(true)
+  const env = { AZURE_STORAGE_CONNECTION_STRING: secure.azurite.connectionString }
   // Start to ready, and manifest reload latency (poll interval 1 s).
   const startMs: number[] = []
   for (let i = 0; i < cfg.startReps; i++) {
@@ -329,15 +399,18 @@ async function main (): Promise<void> {
   for (let i = 0; i < cfg.reloadReps; i++) {
     await sleep(Math.random() * 1000)
     const name = `fresh${i}`
-    await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(`${manifest}[${name}.latest]\npath = 'small.bin'\n`))
+    await secure.container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(`${MANIFEST}[${name}.latest]\npath = 'small.bin'\n`))
     const t0 = Date.now()
     while ((await fetch(`${polling.url}/pkg/${name}/latest`).then(async (r) => { await r.arrayBuffer(); return r.status })) !== 200) await sleep(5)
     reloadMs.push(Date.now() - t0)
   }
   await polling.stop()
+  await secure.stopServers()
+  await secure.azurite.stop()
 
-  // The cost of an idle poll, counted on the wire.
-  const proxy = await countingProxy(azurite.port)
+  const plain = await setting(false)
+  // The cost of an idle poll, counted on the wire (plain HTTP: the proxy reads the requests).
+  const proxy = await countingProxy(plain.azurite.port)
   const idle = await startPkgServe({ AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(`http://127.0.0.1:${proxy.port}/${AZURITE_ACCOUNT}`) }, ['--poll-interval', '0.25'])
   await sleep(300)
   const req0 = proxy.requests()
@@ -345,73 +418,55 @@ async function main (): Promise<void> {
   const polls0 = await pollCount(idle.url)
   await sleep(3000)
   const polls = (await pollCount(idle.url)) - polls0
-  const idlePoll = { polls, requestsPerPoll: (proxy.requests() - req0) / polls, bytesFromStoragePerPoll: (proxy.bytesIn() - bytes0) / polls, manifestBytes: Buffer.byteLength(manifest) + 60 }
+  const idlePoll = { polls, requestsPerPoll: (proxy.requests() - req0) / polls, bytesFromStoragePerPoll: (proxy.bytesIn() - bytes0) / polls, manifestBytes: Buffer.byteLength(MANIFEST) + 60 }
   await idle.stop()
   proxy.close()
+  await plain.stopServers()
+  await plain.azurite.stop()
+  log('large download against Azurite on disk (plain HTTP)')
+  const largeDisk = summarizeLarge(await largeOnDisk())
 
-  for (const s of servers) await s.stop()
-  await azurite.stop()
-  log('large download against Azurite on disk')
-  const largeDisk = await largeOnDisk()
-
-  const m = (xs: number[] | undefined): number => median(xs ?? [])
-  const summarize = (figures: SmallFigures): Record<string, { rps: number, p99ms: number, errors: number, cpuMsPerRequest: { server: number, storage: number, client: number } }> =>
-    Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, {
-      rps: m(v.rps),
-      p99ms: m(v.p99ms),
-      errors: v.errors,
-      cpuMsPerRequest: { server: m(v.cpuMsPerReq.server), storage: m(v.cpuMsPerReq.storage), client: m(v.cpuMsPerReq.client) }
-    }]))
-  const summarizeLarge = (figures: LargeFigures): { sizeMiB: number, reps: number, throughputMBps: Record<string, number>, serverCpuSecondsPerGiB: Record<string, number>, samples: LargeFigures } => ({
-    sizeMiB: cfg.large / MiB,
-    reps: cfg.reps,
-    throughputMBps: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, m(v.mbps)])),
-    serverCpuSecondsPerGiB: Object.fromEntries(Object.entries(figures).filter(([k]) => k !== 'azurite').map(([k, v]) => [k, m(v.cpuPerGiB)])),
-    samples: figures
-  })
   const results = {
     quick: QUICK,
-    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), node: process.version },
-    large: summarizeLarge(large),
-    largeAzuriteOnDisk: summarizeLarge(largeDisk),
-    memoryPeakRssMiB: memory,
-    small: summarize(small),
-    smallDistinct: summarize(smallDistinct),
+    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), benchNode: process.version, serverNode: SERVER_NODE.version, serverNodeOptions: IMAGE_NODE_OPTIONS },
+    tls: secure.results,
+    plain: plain.results,
+    largeAzuriteOnDisk: largeDisk,
     startToReadyMs: m(startMs),
     manifestReloadMs: { median: m(reloadMs), pollIntervalSeconds: 1, samples: reloadMs },
-    idlePoll,
-    ratios: {
-      throughputVsAzurite: m(large['pkg-serve']?.mbps) / m(large.azurite?.mbps),
-      throughputVsAzuriteOnDisk: m(largeDisk['pkg-serve']?.mbps) / m(largeDisk.azurite?.mbps),
-      cpuVsRclone: rclone !== undefined ? m(large['pkg-serve']?.cpuPerGiB) / m(large.rclone?.cpuPerGiB) : null,
-      smallRpsVsRclone: rclone !== undefined ? m(small['pkg-serve']?.rps) / m(small.rclone?.rps) : null,
-      smallDistinctRpsVsRclone: rclone !== undefined ? m(smallDistinct['pkg-serve']?.rps) / m(smallDistinct.rclone?.rps) : null
-    }
+    idlePoll
   }
   await mkdir(join(REPO, 'bench/results'), { recursive: true })
   await writeFile(join(REPO, 'bench/results/latest.json'), `${JSON.stringify(results, null, 2)}\n`)
 
   const f = (x: number | null | undefined, d = 2): string => x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d)
   const row = (cells: string[]): string => `| ${cells.join(' | ')} |`
+  const table = (r: typeof secure.results): string[] => {
+    const names = Object.keys(r.memoryPeakRssMiB)
+    return [
+      `storage over ${r.storage}:`,
+      '',
+      row(['path', 'throughput MB/s', 'server CPU-s/GiB', 'peak RSS MiB (8×+slow)', 'small req/s (one pkg)', 'small p99 ms', 'small req/s (own pkgs)', 'errors']),
+      row(['---', '---', '---', '---', '---', '---', '---', '---']),
+      row(['curl ← Azurite', f(r.large.throughputMBps.azurite, 0), '—', '—', '—', '—', '—', '—']),
+      ...names.map((n) => row([n, f(r.large.throughputMBps[n], 0), f(r.large.serverCpuSecondsPerGiB[n]), f(r.memoryPeakRssMiB[n], 0), f(r.small[n]?.rps, 0), f(r.small[n]?.p99ms, 1), f(r.smallDistinct[n]?.rps, 0), String((r.small[n]?.errors ?? 0) + (r.smallDistinct[n]?.errors ?? 0))])),
+      '',
+      `ratios vs rclone: CPU/GiB ${f(r.ratios.cpuVsRclone)}× (target ≤ 0.5 over TLS), peak RSS ${f(r.ratios.rssVsRclone)}× (≤ 0.6), small one package ${f(r.ratios.smallRpsVsRclone)}× (≥ 3), own packages ${f(r.ratios.smallDistinctRpsVsRclone)}× (≥ 1.2); throughput ${f(r.ratios.throughputVsAzurite)}× curl ← Azurite`,
+      ...(['small', 'smallDistinct'] as const).flatMap((which) => names.map((n) => {
+        const c = r[which][n]?.cpuMsPerRequest
+        return `${which === 'small' ? 'one package' : 'own packages'} via ${n}: CPU ms per request: server ${f(c?.server, 3)}, storage ${f(c?.storage, 3)}, client ${f(c?.client, 3)}`
+      })),
+      ''
+    ]
+  }
   const lines = [
     '',
-    `pkg-serve bench (${QUICK ? 'quick' : 'full'}; large ${cfg.large / MiB} MiB × ${cfg.reps}, medians)`,
+    `pkg-serve bench (${QUICK ? 'quick' : 'full'}; pkg-serve on Node ${SERVER_NODE.version}, NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"; large ${cfg.large / MiB} MiB × ${cfg.reps}, medians)`,
     '',
-    row(['path', 'throughput MB/s', 'server CPU-s/GiB', 'peak RSS MiB (8×+slow)', 'small req/s (32 conn)', 'small p99 ms']),
-    row(['---', '---', '---', '---', '---', '---']),
-    row(['curl ← Azurite', f(results.large.throughputMBps.azurite, 0), '—', '—', '—', '—']),
-    ...servers.map((s) => row([s.name, f(results.large.throughputMBps[s.name], 0), f(results.large.serverCpuSecondsPerGiB[s.name]), f(memory[s.name], 0), f(results.small[s.name]?.rps, 0), f(results.small[s.name]?.p99ms, 1)])),
-    '',
-    `target: throughput ≥ 0.9× curl←Azurite        measured ${f(results.ratios.throughputVsAzurite)}× (Azurite in memory), ${f(results.ratios.throughputVsAzuriteOnDisk)}× (Azurite on disk: ${f(results.largeAzuriteOnDisk.throughputMBps['pkg-serve'], 0)} vs ${f(results.largeAzuriteOnDisk.throughputMBps.azurite, 0)} MB/s; rclone ${f(results.largeAzuriteOnDisk.throughputMBps.rclone, 0)})`,
-    `target: CPU/GiB ≤ 0.6× rclone                 measured ${f(results.ratios.cpuVsRclone)}×`,
-    `target: peak RSS ≤ 100 MiB                     measured ${f(memory['pkg-serve'], 0)} MiB`,
-    `target: small req/s ≥ 1.5× rclone, no errors   measured ${f(results.ratios.smallRpsVsRclone)}×, ${results.small['pkg-serve']?.errors ?? 0} errors`,
-    `small, each connection its own package: pkg-serve ${f(results.smallDistinct['pkg-serve']?.rps, 0)} req/s (p99 ${f(results.smallDistinct['pkg-serve']?.p99ms, 1)} ms), rclone ${f(results.smallDistinct.rclone?.rps, 0)} req/s: ${f(results.ratios.smallDistinctRpsVsRclone)}×, ${results.smallDistinct['pkg-serve']?.errors ?? 0} errors`,
-    ...(['small', 'smallDistinct'] as const).flatMap((which) => servers.map((s) => {
-      const c = results[which][s.name]?.cpuMsPerRequest
-      return `${which === 'small' ? 'one package' : 'own packages'} via ${s.name}: CPU ms per request: server ${f(c?.server, 3)}, storage ${f(c?.storage, 3)}, client ${f(c?.client, 3)}`
-    })),
-    `start → /readyz 200: ${f(results.startToReadyMs, 0)} ms; manifest reload (1 s poll): ${f(results.manifestReloadMs.median, 0)} ms median`,
+    ...table(secure.results),
+    ...table(plain.results),
+    `Azurite on disk (plain HTTP): pkg-serve ${f(largeDisk.throughputMBps['pkg-serve'], 0)} MB/s vs curl ← Azurite ${f(largeDisk.throughputMBps.azurite, 0)} (rclone ${f(largeDisk.throughputMBps.rclone, 0)})`,
+    `start → /readyz 200 (TLS): ${f(results.startToReadyMs, 0)} ms; manifest reload (1 s poll): ${f(results.manifestReloadMs.median, 0)} ms median`,
     `idle poll: ${f(idlePoll.requestsPerPoll)} requests and ${f(idlePoll.bytesFromStoragePerPoll, 0)} bytes from storage per poll (the manifest is ~${idlePoll.manifestBytes} bytes)`,
     '',
     'figures: bench/results/latest.json'
@@ -419,12 +474,36 @@ async function main (): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`)
 }
 
+/**
+ * Node reads NODE_EXTRA_CA_CERTS only at start-up: the bench makes its certificate, then runs
+ * itself again with it trusted (pkg-serve, started from there, inherits the trust).
+ */
+async function withCertificate (): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'pkg-serve-bench-tls-'))
+  try {
+    const made = spawnSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=pkg-serve bench storage',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-addext', 'basicConstraints=critical,CA:TRUE'
+    ], { stdio: 'ignore' })
+    if (made.status !== 0) throw new Error('openssl could not make the test certificate')
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      stdio: 'inherit',
+      env: { ...process.env, PKG_SERVE_BENCH_CERT_DIR: dir, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') }
+    })
+    const [code] = await once(child, 'exit') as [number | null]
+    process.exitCode = code ?? 1
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
 async function pollCount (url: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text()
   return [...text.matchAll(/pkg_serve_manifest_reloads_total\{result="(?:unchanged|loaded)"\} (\d+)/g)].reduce((n, x) => n + Number(x[1]), 0)
 }
 
-main().catch((err: unknown) => {
+(CERT === undefined ? withCertificate() : main()).catch((err: unknown) => {
   process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
   process.exitCode = 1
 })

@@ -1,7 +1,10 @@
 // The package routes: listings, and GET/HEAD /pkg/:name/:tag streaming the blob the manifest
-// names. A request can only ever reach a blob through a manifest entry (names are looked up in
-// Maps, never joined into paths). The body is the storage stream itself, never buffered (a small
-// blob read once for several concurrent requests is held until each has it: shared-reads.ts).
+// names (any other method: 405 with Allow). A request can only ever reach a blob through a
+// manifest entry (names are looked up in Maps, never joined into paths). A plain GET, or one
+// range from a given byte, costs one storage request whose answer plans the reply; conditional
+// requests, suffix ranges and HEAD look the blob up first. The body is the storage stream itself,
+// never buffered (a small blob read once for several concurrent requests is held until each has
+// it: shared-reads.ts); once its first byte is out, a failure breaks the connection.
 
 import { basename } from 'node:path'
 import type { Readable } from 'node:stream'

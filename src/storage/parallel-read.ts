@@ -209,11 +209,21 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   return out
 }
 
+/** What takeFirst reads from: a Readable, or any body with the same events and flow control. */
+export interface ByteSource {
+  on (event: 'data', listener: (chunk: Buffer) => void): unknown
+  on (event: 'end', listener: () => void): unknown
+  on (event: 'error', listener: (err: Error) => void): unknown
+  pause (): unknown
+  resume (): unknown
+  destroy (): unknown
+}
+
 /**
  * The first `length` bytes of `source` as a stream of their own; `source` is destroyed once they
  * are through (a read that asked for more gives up its connection rather than be drained).
  */
-export function takeFirst (source: Readable, length: number): Readable {
+export function takeFirst (source: ByteSource, length: number): Readable {
   let left = length
   const out = new Readable({
     read () { source.resume() },
@@ -234,8 +244,8 @@ export function takeFirst (source: Readable, length: number): Readable {
       source.pause()
     }
   })
-  source.once('end', () => { if (left > 0) out.destroy(new ShortReadError(`the read ended ${left} bytes short`)) })
-  source.once('error', (err) => { if (left > 0) out.destroy(err) })
+  source.on('end', () => { if (left > 0) out.destroy(new ShortReadError(`the read ended ${left} bytes short`)) })
+  source.on('error', (err) => { if (left > 0) out.destroy(err) })
   source.pause()
   return out
 }

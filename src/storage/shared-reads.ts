@@ -120,7 +120,10 @@ export function withSharedReads (store: BlobStore, options: SharingOptions): Blo
       async open (path: string, opts: OpenOptions): Promise<OpenedBlob> {
         const open = store.open
         if (open === undefined) throw new Error('unreachable: open checked above')
-        let props = fresh(path) ?? await opening.get(path)?.catch(() => undefined)
+        // No await before `opening` is set: concurrent opens must see the first one under way.
+        let props = fresh(path)
+        const underWay = props === undefined ? opening.get(path) : undefined
+        if (underWay !== undefined) props = await underWay.catch(() => undefined)
         if (props !== undefined) {
           try {
             return await openKnown(path, props, opts)

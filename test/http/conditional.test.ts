@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { planResponse } from '../../src/http/conditional.ts'
+import { askableInOne, planResponse } from '../../src/http/conditional.ts'
 
 const blob = { size: 1000, etag: '"0x8DC1"', lastModified: new Date('2026-01-02T03:04:05Z') }
 
@@ -49,4 +49,24 @@ test('If-None-Match and If-Modified-Since give 304 when the blob is unchanged', 
   assert.deepEqual(planResponse({ 'if-modified-since': 'Thu, 01 Jan 2026 00:00:00 GMT' }, blob), { status: 200 })
   // If-None-Match wins over If-Modified-Since.
   assert.deepEqual(planResponse({ 'if-none-match': '"other"', 'if-modified-since': 'Sat, 03 Jan 2026 00:00:00 GMT' }, blob), { status: 200 })
+})
+
+test('a suffix range longer than the blob is all of it, as 206 (RFC 9110 §14.1.2)', () => {
+  assert.deepEqual(planResponse({ range: `bytes=-${blob.size + 1000}` }, blob), { status: 206, start: 0, end: blob.size - 1 })
+  assert.deepEqual(planResponse({ range: `bytes=-${blob.size}` }, blob), { status: 206, start: 0, end: blob.size - 1 })
+  assert.deepEqual(planResponse({ range: 'bytes=-10' }, blob), { status: 206, start: blob.size - 10, end: blob.size - 1 })
+  assert.deepEqual(planResponse({ range: 'bytes=-0' }, blob), { status: 416 })
+  assert.deepEqual(planResponse({ range: 'bytes=-5' }, { ...blob, size: 0 }), { status: 416 })
+})
+
+test('askableInOne: what storage can answer in one GET, before any validator is known', () => {
+  assert.deepEqual(askableInOne({}), {})
+  assert.deepEqual(askableInOne({ range: 'bytes=10-19' }), { start: 10, end: 19 })
+  assert.deepEqual(askableInOne({ range: 'bytes= 5-' }), { start: 5 })
+  for (const range of ['bytes=-10', 'bytes=1-2,5-6', 'bytes=9-3', 'items=0-1', 'bytes=x-', `bytes=${'9'.repeat(30)}-`]) {
+    assert.equal(askableInOne({ range }), undefined, range)
+  }
+  assert.equal(askableInOne({ 'if-none-match': '"a"' }), undefined)
+  assert.equal(askableInOne({ 'if-modified-since': 'Sat, 03 Jan 2026 00:00:00 GMT' }), undefined)
+  assert.equal(askableInOne({ range: 'bytes=0-1', 'if-range': '"a"' }), undefined)
 })

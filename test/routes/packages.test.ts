@@ -262,3 +262,21 @@ test('a blob replaced between lookup and read is looked up again, and nothing of
   assert.equal(res.headers['content-range'], undefined)
   assert.equal(res.body, 'new')
 })
+
+test('methods other than GET and HEAD on a package: 405 with Allow', async (t) => {
+  const { app } = await fixture(t)
+  for (const method of ['DELETE', 'PUT', 'POST', 'PATCH', 'OPTIONS'] as const) {
+    const res = await app.inject({ method, url: '/pkg/mypackage/latest' })
+    assert.equal(res.statusCode, 405, method)
+    assert.equal(res.headers.allow, 'GET, HEAD', method)
+    assert.equal(res.json().error, 'Method Not Allowed')
+  }
+})
+
+test('a suffix range longer than the blob is the whole blob, as 206', async (t) => {
+  const { app } = await fixture(t)
+  const res = await app.inject({ url: '/pkg/mypackage/latest', headers: { range: 'bytes=-100000' } })
+  assert.equal(res.statusCode, 206)
+  assert.equal(res.headers['content-range'], `bytes 0-${DEB.length - 1}/${DEB.length}`)
+  assert.deepEqual(res.rawPayload, DEB)
+})

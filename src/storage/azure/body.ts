@@ -7,6 +7,7 @@
 // one chunk beyond what its reader asked for.
 
 import { Readable } from 'node:stream'
+import type { BodySource } from './http.ts'
 import type { Sha256Check } from '../sha256.ts'
 import { StorageError } from '../types.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
@@ -27,20 +28,20 @@ export interface ResumableBodyOptions {
   /** Called with the length of every piece received (the store's count of bytes read). */
   readonly onBytes?: (bytes: number) => void
   /** The body again from byte `from` (inclusive) to `end`, checked and pinned, answered by `deadline`. */
-  readonly reopen: (from: number, deadline: number) => Promise<Readable>
+  readonly reopen: (from: number, deadline: number) => Promise<BodySource>
 }
 
 export class ResumableBody extends Readable {
   readonly #options: ResumableBodyOptions
   readonly #length: number
-  #source: Readable | undefined
+  #source: BodySource | undefined
   #received = 0
   /** Reopenings since the last byte arrived. */
   #failedResumes = 0
   #resumes = 0
   #wanted = false
 
-  constructor (source: Readable, options: ResumableBodyOptions) {
+  constructor (source: BodySource, options: ResumableBodyOptions) {
     super({ highWaterMark: 64 * 1024 })
     this.#options = options
     this.#length = options.end - options.start + 1
@@ -50,7 +51,7 @@ export class ResumableBody extends Readable {
   /** How often the body was read again after a break (for tests and logs). */
   get resumes (): number { return this.#resumes }
 
-  #attach (source: Readable): void {
+  #attach (source: BodySource): void {
     this.#source = source
     source.on('data', (chunk: Buffer) => { this.#take(source, chunk) })
     source.on('end', () => {
@@ -70,7 +71,7 @@ export class ResumableBody extends Readable {
     this.#source?.resume()
   }
 
-  #take (source: Readable, chunk: Buffer): void {
+  #take (source: BodySource, chunk: Buffer): void {
     if (this.#source !== source || this.destroyed) return
     const left = this.#length - this.#received
     if (chunk.length > left) {
@@ -112,7 +113,7 @@ export class ResumableBody extends Readable {
     this.push(null)
   }
 
-  #broken (source: Readable, err: Error): void {
+  #broken (source: BodySource, err: Error): void {
     if (this.#source !== source || this.destroyed) return
     this.#source = undefined
     source.destroy()

@@ -12,7 +12,7 @@ import type { ContainerClient } from '@azure/storage-blob'
 import { Transform, pipeline } from 'node:stream'
 import type { Readable } from 'node:stream'
 import { createBlobHttp } from './http.ts'
-import type { BlobResponse } from './http.ts'
+import type { BlobResponse, BodySource } from './http.ts'
 import type { ProxyTarget } from './proxy.ts'
 import { ResumableBody } from './body.ts'
 import { parallelRead, takeFirst } from '../parallel-read.ts'
@@ -305,7 +305,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
    * Bytes start..end of a checked answer's version, from `source`, resumed from the next byte
    * (a ranged read pinned to the ETag, never past `end`) if storage breaks it.
    */
-  function resumable (path: string, source: Readable, start: number, end: number, span: Span, sha256: string | undefined): Readable {
+  function resumable (path: string, source: BodySource, start: number, end: number, span: Span, sha256: string | undefined): Readable {
     return new ResumableBody(source, {
       what: name(path),
       start,
@@ -331,7 +331,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
   function download (path: string, res: BlobResponse, span: Span, sha256: string | undefined): Readable {
     const length = span.end - span.start + 1
     if (parallel === undefined || length < 2 * parallel.chunkBytes) return resumable(path, res.body, span.start, span.end, span, sha256)
-    let first: Readable | undefined = res.body
+    let first: BodySource | undefined = res.body
     const body = parallelRead({
       start: span.start,
       end: span.end,

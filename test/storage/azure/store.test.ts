@@ -3,10 +3,12 @@ import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
 import type { Socket } from 'node:net'
 import { createHash, randomBytes } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob'
 import { createAzureStore } from '../../../src/storage/azure/store.ts'
 import { ReadAheadBudget } from '../../../src/storage/parallel-read.ts'
+import { withSharedReads } from '../../../src/storage/shared-reads.ts'
 import { StorageError } from '../../../src/storage/types.ts'
 import type { OpenedBlob, StorageErrorKind } from '../../../src/storage/types.ts'
 import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, startAzurite } from '../../helpers/azurite.ts'
@@ -233,3 +235,34 @@ for (const tls of [false, true]) {
     })
   })
 }
+test('open: one GET is the lookup; shared reads join it; answers that lie are refused', async (t) => {
+  const azurite = await startAzurite(t)
+  const small = Buffer.alloc(10_000, 3)
+  await azurite.put('small.bin', small, { contentType: 'application/x-small' })
+  const front = await startFront(t, azurite)
+  const service = BlobServiceClient.fromConnectionString(connectionStringFor(front.blobEndpoint))
+  const azure = createAzureStore({ container: service.getContainerClient('pkg'), description: 'x', requestTimeoutMs: 3000, backoff: { initialMs: 10, maxMs: 50 } })
+  t.after(() => azure.close())
+  const open = azure.open?.bind(azure)
+  assert.ok(open !== undefined)
+
+  const whole = await open('small.bin', {})
+  assert.deepEqual(await buffer(whole.body), small)
+  assert.deepEqual([whole.start, whole.end, whole.props.size, whole.props.contentType], [0, small.length - 1, small.length, 'application/x-small'])
+  const part = await open('small.bin', { start: 100, end: 20_000 })
+  assert.deepEqual([part.start, part.end, part.props.size], [100, small.length - 1, small.length])
+  assert.deepEqual(await buffer(part.body), small.subarray(100))
+
+  const shared = withSharedReads(azure, { statTtlMs: 1000, coalesceMaxBytes: 256 * 1024 })
+  const before = front.seen.length
+  const bodies = await Promise.all(Array.from({ length: 20 }, async () => await shared.open?.('small.bin', {})))
+  for (const b of bodies) assert.deepEqual(await buffer(b?.body ?? Readable.from([])), small)
+  assert.equal(front.seen.length - before, 1, 'twenty concurrent downloads, one storage request')
+
+  front.inject('GET', { kind: 'whole' }, 1, true)
+  await rejectsWith(open('small.bin', { start: 5, end: 9 }), 'failed', /is not the one asked for: status 200 to a ranged read/)
+  front.inject('GET', { kind: 'status', status: 503, code: 'ServerBusy', retryAfter: '1' }, Infinity)
+  const busy = await rejectsWith(open('small.bin', {}), 'throttled', /storage is busy \(503 ServerBusy\)/)
+  assert.equal(busy.retryAfterSeconds, 1)
+  front.clear()
+})
