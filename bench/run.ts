@@ -318,7 +318,7 @@ async function setting (tls: boolean): Promise<{ results: ReturnType<typeof sett
   for (const s of servers) {
     const peak = rssPeak(s.pid)
     const slow = curl(paths[s.name]?.('mem.bin', 'mem') ?? '', ['--limit-rate', '64K', '--max-time', '8'], true)
-    const fast = await Promise.all(Array.from({ length: 8 }, async () => await curl(paths[s.name]?.('mem.bin', 'mem') ?? '')))
+    const fast = await Promise.all(Array.from({ length: 8 }, async () => curl(paths[s.name]?.('mem.bin', 'mem') ?? '')))
     await slow
     memory[s.name] = peak()
     if (fast.some((r) => r.bytes !== cfg.memEach)) throw new Error(`${s.name}: a concurrent download was short`)

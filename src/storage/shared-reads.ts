@@ -92,16 +92,18 @@ export function withSharedReads (store: BlobStore, options: SharingOptions): Blo
   }
 
   async function readWhole (path: string, opts: ReadOptions, size: number): Promise<Buffer> {
-    return await collect(await readThrough(path, opts), size, path)
+    return collect(await readThrough(path, opts), size, path)
   }
 
   async function collect (body: Readable, size: number, path: string): Promise<Buffer> {
     const chunks: Buffer[] = []
     let length = 0
     for await (const chunk of body) {
-      length += (chunk as Buffer).length
+      const data: unknown = chunk
+      if (!Buffer.isBuffer(data)) throw new StorageError('failed', `storage sent text, not bytes, for blob "${path}"`)
+      length += data.length
       if (length > size) throw new StorageError('failed', `storage sent more than the ${size} bytes blob "${path}" has`)
-      chunks.push(chunk as Buffer)
+      chunks.push(data)
     }
     return Buffer.concat(chunks, length)
   }
@@ -161,18 +163,18 @@ export function withSharedReads (store: BlobStore, options: SharingOptions): Blo
       const props = known.get(path)?.props
       const whole = opts.start === undefined && opts.end === undefined
       if (!whole || props === undefined || props.etag !== opts.etag || props.size > coalesceMaxBytes) {
-        return await readThrough(path, opts)
+        return readThrough(path, opts)
       }
       return bufferStream(await sharedWhole(path, opts, props.size))
     },
     readText: (path, ifNoneMatch) => store.readText(path, ifNoneMatch),
     async writeText (path, text, ifMatch) {
       known.delete(path)
-      return await store.writeText(path, text, ifMatch)
+      return store.writeText(path, text, ifMatch)
     },
     async upload (path, data, opts) {
       known.delete(path)
-      return await store.upload(path, data, opts)
+      return store.upload(path, data, opts)
     },
     close: () => store.close()
   }

@@ -98,7 +98,7 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
 
     await t.test('a large blob arrives whole when its sha256 matches, and broken when it does not', async () => {
       // Together, and one slow: writes to clients cannot all complete at once.
-      const goods = await Promise.all([[], [], ['--limit-rate', '40M']].map(async (extra) => await curl([...extra, `${url}/pkg/large/good`])))
+      const goods = await Promise.all([[], [], ['--limit-rate', '40M']].map(async (extra) => curl([...extra, `${url}/pkg/large/good`])))
       for (const good of goods) {
         assert.equal(good.code, 0)
         assert.equal(sha256(good.stdout), sha256(large))
@@ -154,12 +154,12 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
     await t.test('small blobs: concurrent downloads are all exact; a mismatch is a 502 before any byte', async () => {
       await sleep(PAST_CACHE_MS)
       const requests = await storageRequests(async () => {
-        const results = await Promise.all(Array.from({ length: 24 }, async () => await curl([`${url}/pkg/small/plain`])))
+        const results = await Promise.all(Array.from({ length: 24 }, async () => curl([`${url}/pkg/small/plain`])))
         for (const r of results) assert.deepEqual(r.stdout, small)
       })
       // All ask at once: one storage read answers them (a few if some arrive after it ends).
       assert.ok(requests.length <= 4, `${requests.length} storage requests for 24 concurrent downloads`)
-      const good = await Promise.all(Array.from({ length: 8 }, async () => await curl([`${url}/pkg/small/good`])))
+      const good = await Promise.all(Array.from({ length: 8 }, async () => curl([`${url}/pkg/small/good`])))
       for (const r of good) assert.deepEqual(r.stdout, small)
       const bad = await fetchHead([`${url}/pkg/small/bad`])
       assert.equal(bad.status, 502)

@@ -13,7 +13,7 @@ test('stat cache: one lookup per TTL; a replaced blob fails the pinned read and 
   await writeFile(join(dir, 'a.bin'), 'one')
   const local = createLocalStore(dir)
   let stats = 0
-  const counting: BlobStore = { ...local, stat: async (p) => { stats++; return await local.stat(p) } }
+  const counting: BlobStore = { ...local, stat: async (p) => { stats++; return local.stat(p) } }
   const store = withSharedReads(counting, { statTtlMs: 60_000, coalesceMaxBytes: 0 })
 
   const first = await store.stat('a.bin')
@@ -37,7 +37,7 @@ test('concurrent whole reads of a small blob share one storage read; nothing out
   await writeFile(join(dir, 'big.bin'), Buffer.alloc(5000, 1))
   const local = createLocalStore(dir)
   const reads: string[] = []
-  const counting: BlobStore = { ...local, read: async (p, o) => { reads.push(p); return await local.read(p, o) } }
+  const counting: BlobStore = { ...local, read: async (p, o) => { reads.push(p); return local.read(p, o) } }
   const store = withSharedReads(counting, { statTtlMs: 60_000, coalesceMaxBytes: 4096 })
   const small = await store.stat('small.bin')
   const big = await store.stat('big.bin')
@@ -57,7 +57,7 @@ test('concurrent whole reads of a small blob share one storage read; nothing out
     buffer(await store.read('big.bin', { etag: big.etag })),
     buffer(await store.read('big.bin', { etag: big.etag })),
     buffer(await store.read('small.bin', { etag: small.etag })),
-    assert.rejects(async () => await buffer(await store.read('small.bin', { etag: small.etag, sha256: sha })), { name: 'IntegrityError' })
+    assert.rejects(async () => buffer(await store.read('small.bin', { etag: small.etag, sha256: sha })), { name: 'IntegrityError' })
   ])
   assert.equal(reads.length, 6, 'ranges, blobs over the limit and reads with another check each go to storage')
 
@@ -65,7 +65,7 @@ test('concurrent whole reads of a small blob share one storage read; nothing out
   await writeFile(join(dir, 'small.tmp'), 'replaced')
   await rename(join(dir, 'small.tmp'), join(dir, 'small.bin'))
   reads.length = 0
-  const failures = await Promise.allSettled(Array.from({ length: 3 }, async () => await store.read('small.bin', { etag: small.etag })))
+  const failures = await Promise.allSettled(Array.from({ length: 3 }, async () => store.read('small.bin', { etag: small.etag })))
   assert.deepEqual(failures.map((f) => f.status === 'rejected' && (f.reason as { kind?: string }).kind), ['changed', 'changed', 'changed'])
   assert.equal(reads.length, 1)
   assert.notEqual((await store.stat('small.bin')).etag, small.etag)

@@ -12,6 +12,7 @@ import type { Sha256Check } from '../sha256.ts'
 import { StorageError } from '../types.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
 import type { Backoff } from '../../lib/backoff.ts'
+import { errnoCode } from '../../lib/errors.ts'
 
 export interface ResumableBodyOptions {
   /** The blob, for messages. */
@@ -117,7 +118,7 @@ export class ResumableBody extends Readable {
     if (this.#source !== source || this.destroyed) return
     this.#source = undefined
     source.destroy()
-    this.#resume(err).catch((e: unknown) => { this.destroy(e as Error) })
+    this.#resume(err).catch((e: unknown) => { this.destroy(e instanceof Error ? e : new Error(String(e))) })
   }
 
   async #resume (err: Error): Promise<void> {
@@ -142,13 +143,13 @@ export class ResumableBody extends Readable {
         if (this.#wanted) source.resume()
         return
       } catch (reopenErr) {
-        last = reopenErr as Error
+        last = reopenErr instanceof Error ? reopenErr : new Error(String(reopenErr))
         // Another version now, or gone: reading on would mix versions.
         if (reopenErr instanceof StorageError && (reopenErr.kind === 'changed' || reopenErr.kind === 'not-found')) break
       }
     }
     if (this.destroyed) return
-    const code = (err as { code?: string }).code
+    const code = errnoCode(err)
     this.destroy(new StorageError('unreachable', `storage connection broke ${at()} (${err.message}), and reading on from byte ${start + this.#received} failed: ${last.message}`, {
       ...(code !== undefined && { code }),
       cause: err

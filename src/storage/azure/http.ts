@@ -10,7 +10,6 @@
 
 import { AnonymousCredential, ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
-import type { TokenCredential } from '@azure/identity'
 import { EventEmitter } from 'node:events'
 import { Pool, ProxyAgent } from 'undici'
 import type { Dispatcher } from 'undici'
@@ -168,7 +167,7 @@ function authorizerFor (container: ContainerClient): Authorizer {
     }
   }
   if (credential instanceof AnonymousCredential) return async () => ({ query: inUrl, headers: {} })
-  const tokens = credential as TokenCredential
+  const tokens = credential
   let token: { value: string, renewAt: number } | undefined
   let pending: Promise<string> | undefined
   return async () => {
@@ -218,7 +217,7 @@ export function createBlobHttp (container: ContainerClient, options: BlobHttpOpt
     async send (method, path, headers, headersTimeoutMs) {
       const auth = await authorize()
       const blobPath = `${containerPath}/${path.split('/').map(encodeURIComponent).join('/')}`
-      return await new Promise<BlobResponse>((resolve, reject) => {
+      return new Promise<BlobResponse>((resolve, reject) => {
         let body: RawBody | undefined
         let abort: (err: Error) => void = () => {}
         dispatcher.dispatch({

@@ -22,7 +22,7 @@ import { MAX_TEXT_BYTES, StorageError } from '../types.ts'
 import type { BlobProperties, OpenedBlob, ReadOptions, StorageStats, TextRead, WritableStore } from '../types.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
 import type { Backoff } from '../../lib/backoff.ts'
-import { errnoCode } from '../../lib/errors.ts'
+import { errnoCode, messageOf } from '../../lib/errors.ts'
 
 export interface AzureStoreOptions {
   readonly container: ContainerClient
@@ -170,14 +170,16 @@ function propertiesOf (res: BlobResponse, size: number, etag: string): BlobPrope
 /** Turns whatever the SDK or the network threw into a StorageError that says what happened to which blob. */
 export function toStorageError (err: unknown, what: string): StorageError {
   if (err instanceof StorageError) return err
-  const e = err as Partial<RestError> & Error & { details?: { errorCode?: string } }
-  const status = typeof e.statusCode === 'number' ? e.statusCode : undefined
-  const code = e.details?.errorCode ?? (typeof e.code === 'string' ? e.code : undefined)
+  const e = err instanceof Error ? err : new Error(String(err))
+  const rest = err instanceof RestError ? err : undefined
+  const status = rest?.statusCode
+  const sdkDetails: unknown = rest?.details
+  const code = (typeof sdkDetails === 'object' && sdkDetails !== null && 'errorCode' in sdkDetails && typeof sdkDetails.errorCode === 'string' ? sdkDetails.errorCode : undefined) ?? errnoCode(err)
   if (['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError'].includes(e.name)) {
     return new StorageError('denied', `no token for Azure Storage from this server's identity, for ${what}: ${e.message.split('\n')[0] ?? ''}`, { status, code, cause: err })
   }
   if (status !== undefined) {
-    const requestId = (e.response?.headers as { get?: (name: string) => string | undefined } | undefined)?.get?.('x-ms-request-id')
+    const requestId = rest?.response?.headers.get('x-ms-request-id')
     return answerError(status, code, e.message ?? '', what, err, requestId !== undefined)
   }
   const suffix = suffixOf(undefined, code)
@@ -189,6 +191,11 @@ export function toStorageError (err: unknown, what: string): StorageError {
     return new StorageError('unreachable', `storage is unreachable for ${what}: ${e.message}${suffix}`, details)
   }
   return new StorageError('failed', `storage failed on ${what}: ${e.message.split('\n')[0] ?? ''}${suffix}`, details)
+}
+
+/** The HTTP status of an SDK error, if it carries one. */
+function statusOf (err: unknown): number | undefined {
+  return err instanceof RestError ? err.statusCode : undefined
 }
 
 function isConditional (options: { ifNoneMatch?: string, ifMatch?: string }): boolean {
@@ -233,7 +240,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
     if (code !== undefined && timeoutCodes.has(code)) {
       return new StorageError('timeout', `storage did not answer within ${requestTimeoutMs} ms for ${what}`, { code, cause: err })
     }
-    const proxyStatus = /^Proxy response \((\d+)\)/.exec((err as Error).message)?.[1]
+    const proxyStatus = /^Proxy response \((\d+)\)/.exec(messageOf(err))?.[1]
     if (proxyStatus !== undefined && options.proxy !== undefined) {
       // Not storage refusing our identity: the way to storage is closed.
       const why = proxyStatus === '407' ? 'HTTP 407: give the proxy\'s user:password@ in HTTPS_PROXY' : `HTTP ${proxyStatus}`
@@ -414,11 +421,11 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
           const body = res.readableStreamBody
           if (body === undefined || res.etag === undefined) throw new StorageError('failed', `storage sent no body or ETag for ${name(path)}`)
           const chunks: Buffer[] = []
-          for await (const chunk of body) chunks.push(chunk as Buffer)
+          for await (const chunk of body) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)))
           return { changed: true, etag: res.etag, text: Buffer.concat(chunks).toString('utf8') }
         })
       } catch (err) {
-        if ((err as RestError).statusCode === 304) return { changed: false }
+        if (statusOf(err) === 304) return { changed: false }
         throw toStorageError(err, name(path))
       }
     },
@@ -435,7 +442,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
         return res.etag
       } catch (err) {
         // If-None-Match: * on an existing blob is 409 BlobAlreadyExists: someone wrote first.
-        if ((err as RestError).statusCode === 409) throw new StorageError('changed', `${name(path)} was created by someone else since it was read`, { status: 409, cause: err })
+        if (statusOf(err) === 409) throw new StorageError('changed', `${name(path)} was created by someone else since it was read`, { status: 409, cause: err })
         throw toStorageError(err, name(path))
       }
     },
@@ -459,7 +466,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
         return { size, etag: res.etag, lastModified: res.lastModified ?? new Date() }
       } catch (err) {
         // A failed If-None-Match: * is 409 BlobAlreadyExists; a failed If-Match is 412.
-        const status = (err as RestError).statusCode
+        const status = statusOf(err)
         if (isConditional(options) && (status === 409 || status === 412)) {
           throw new StorageError('changed', `${name(path)} ${options.ifNoneMatch !== undefined ? 'already exists' : 'is no longer the version expected'}`, { status, cause: err })
         }

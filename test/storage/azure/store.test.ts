@@ -207,7 +207,7 @@ for (const tls of [false, true]) {
       const bodies = await Promise.all(Array.from({ length: 8 }, async () => {
         const opened = await store.open?.('big.bin', {})
         assert.ok(opened !== undefined)
-        return await buffer(opened.body)
+        return buffer(opened.body)
       }))
       clearInterval(timer)
       for (const body of bodies) assert.equal(digest(body), digest(big))
@@ -255,7 +255,7 @@ test('open: one GET is the lookup; shared reads join it; answers that lie are re
 
   const shared = withSharedReads(azure, { statTtlMs: 1000, coalesceMaxBytes: 256 * 1024 })
   const before = front.seen.length
-  const bodies = await Promise.all(Array.from({ length: 20 }, async () => await shared.open?.('small.bin', {})))
+  const bodies = await Promise.all(Array.from({ length: 20 }, async () => shared.open?.('small.bin', {})))
   for (const b of bodies) assert.deepEqual(await buffer(b?.body ?? Readable.from([])), small)
   assert.equal(front.seen.length - before, 1, 'twenty concurrent downloads, one storage request')
 
