@@ -255,6 +255,7 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       assert.match(resumed.range ?? '', new RegExp(`^bytes=\\d+-${large.length - 1}$`))
       assert.ok(Number(/=(\d+)-/.exec(resumed.range ?? '')?.[1]) > 0)
       assert.match(resumed.ifMatch ?? '', /^"0x[0-9A-F]+"$/, 'the resumed read is pinned to the ETag')
+      await cli.waitForLog((l) => typeof l.msg === 'string' && /download of \[large\.good\].* complete after 1 storage read\(s\) resumed mid-body/.test(l.msg), 5000)
     })
 
     await t.test('a storage body that keeps breaking breaks the client transfer: never a short file that looks complete', async () => {
