@@ -156,7 +156,7 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
       metrics.downloads.inc({ result: 'complete' })
       metrics.bytesServed.inc(length)
       // Storage connections that broke and were read on from the next byte: worth knowing.
-      const resumes = (body as { resumes?: unknown }).resumes
+      const resumes = 'resumes' in body ? body.resumes : undefined
       if (typeof resumes === 'number' && resumes > 0) request.log.info({ blob: entry.path, resumes }, `download of ${context} complete after ${resumes} storage read(s) resumed mid-body`)
     })
     reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
