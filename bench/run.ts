@@ -11,7 +11,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import type { ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
@@ -24,6 +24,7 @@ import { AccountSASPermissions, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from '../scripts/azurite.ts'
 import type { AzuriteProcess } from '../scripts/azurite.ts'
+import { startThrottleRelay } from './throttle-relay.ts'
 
 const QUICK = process.argv.includes('--quick')
 const NODE_WANTED = /^--node=(.+)$/.exec(process.argv.find((a) => a.startsWith('--node=')) ?? '')?.[1] ?? '24'
@@ -187,16 +188,20 @@ async function countingProxy (targetPort: number): Promise<{ port: number, reque
   return { port: typeof a === 'object' && a !== null ? a.port : 0, requests: () => requests, bytesIn: () => bytesIn, close: () => { for (const s of sockets) s.destroy(); server.close() } }
 }
 
-async function seedLarge (container: ContainerClient): Promise<void> {
+/** Writes large.bin (cfg.large bytes); returns its sha256. */
+async function seedLarge (container: ContainerClient): Promise<string> {
   const chunk = randomBytes(8 * MiB)
   const block = container.getBlockBlobClient('large.bin')
   const ids: string[] = []
+  const hash = createHash('sha256')
   for (let i = 0; i < cfg.large / chunk.length; i++) {
     const id = Buffer.from(String(i).padStart(8, '0')).toString('base64')
     await block.stageBlock(id, chunk, chunk.length)
+    hash.update(chunk)
     ids.push(id)
   }
   await block.commitBlockList(ids)
+  return hash.digest('hex')
 }
 
 type LargeFigures = Record<string, { mbps: number[], cpuPerGiB: number[] }>
@@ -298,11 +303,11 @@ const MANIFEST = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.
   Array.from({ length: DISTINCT }, (_, i) => `[${distinctName(i)}.latest]\npath = '${distinctName(i)}.bin'\n`).join('')
 
 /** Large, memory and small cases against one Azurite (over TLS when `tls`), pkg-serve and rclone. */
-async function setting (tls: boolean): Promise<{ results: ReturnType<typeof settingResults>, azurite: AzuriteProcess, container: ContainerClient, stopServers: () => Promise<void> }> {
+async function setting (tls: boolean): Promise<{ results: ReturnType<typeof settingResults>, azurite: AzuriteProcess, container: ContainerClient, largeSha256: string, stopServers: () => Promise<void> }> {
   const azurite = await spawnAzurite(tls && CERT !== undefined ? { tls: { cert: CERT.certFile, key: CERT.keyFile } } : {})
   const { container } = await containerOf(azurite)
   log(`${tls ? 'TLS' : 'plain HTTP'}: seeding Azurite`)
-  await seedLarge(container)
+  const largeSha256 = await seedLarge(container)
   await container.getBlockBlobClient('mem.bin').uploadData(randomBytes(cfg.memEach))
   await container.getBlockBlobClient('small.bin').uploadData(randomBytes(1024))
   // One small package per connection too: requests that cannot share a storage read.
@@ -356,6 +361,7 @@ async function setting (tls: boolean): Promise<{ results: ReturnType<typeof sett
     results: settingResults(tls, large, memory, small, smallDistinct),
     azurite,
     container,
+    largeSha256,
     stopServers: async () => { for (const s of servers) await s.stop() }
   }
 }
@@ -376,6 +382,99 @@ function settingResults (tls: boolean, large: LargeFigures, memory: Record<strin
       smallRpsVsRclone: ratio(m(small[pkg]?.rps), m(small.rclone?.rps)),
       smallDistinctRpsVsRclone: ratio(m(smallDistinct[pkg]?.rps), m(smallDistinct.rclone?.rps))
     }
+  }
+}
+
+/** Downloads a package with curl, hashing what arrives: MB/s and the sha256 of the bytes. */
+function curlHash (url: string): Promise<{ mbps: number, bytes: number, sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256')
+    let bytes = 0
+    const started = performance.now()
+    const c = spawn('curl', ['-sS', '-f', url], { stdio: ['ignore', 'pipe', 'inherit'] })
+    c.stdout.on('data', (d: Buffer) => { bytes += d.length; hash.update(d) })
+    c.on('exit', (code) => {
+      if (code !== 0) { reject(new Error(`curl ${url} exited ${code ?? ''}`)); return }
+      resolve({ mbps: bytes / 1e6 / ((performance.now() - started) / 1000), bytes, sha256: hash.digest('hex') })
+    })
+  })
+}
+
+/**
+ * Large packages at the speed of the storage account (issue 16): storage behind a relay that
+ * lets each connection carry at most R bytes/s, as Azure does; throughput against the number of
+ * connections and against R; peak RSS of 8 downloads plus a slow reader with and without
+ * parallel reads; CPU per GiB over TLS without the relay, parallel against one read.
+ */
+async function parallelCase (azurite: AzuriteProcess, largeSha256: string): Promise<Record<string, unknown>> {
+  const R = 24e6
+  const viaRelay = async (bytesPerSecond: number) => {
+    const relay = await startThrottleRelay(azurite.port, bytesPerSecond)
+    const endpoint = `${azurite.blobEndpoint.startsWith('https') ? 'https' : 'http'}://127.0.0.1:${relay.port}/${AZURITE_ACCOUNT}`
+    return { relay, env: { AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(endpoint) } }
+  }
+  const download = async (env: Record<string, string>, flags: string[]) => {
+    const s = await startPkgServe(env, flags)
+    try {
+      const r = await curlHash(`${s.url}/pkg/large/latest`)
+      if (r.bytes !== cfg.large || r.sha256 !== largeSha256) throw new Error(`parallel reads ${flags.join(' ')}: ${r.bytes} bytes, sha256 ${r.sha256}`)
+      return r.mbps
+    } finally {
+      await s.stop()
+    }
+  }
+  const limited = await viaRelay(R)
+  const byConnections: Record<string, number> = {}
+  for (const n of QUICK ? [1, 4] : [1, 2, 4, 8]) {
+    byConnections[n] = await download(limited.env, ['--read-connections', String(n)])
+    log(`parallel reads: ${n} connection(s) at R = ${R / 1e6} MB/s: ${byConnections[n]?.toFixed(0) ?? ''} MB/s`)
+  }
+  const byRate: Record<string, number> = {}
+  for (const rate of QUICK ? [] : [12e6, 48e6]) {
+    const other = await viaRelay(rate)
+    byRate[rate / 1e6] = await download(other.env, [])
+    await other.relay.close()
+    log(`parallel reads: default connections at R = ${rate / 1e6} MB/s: ${byRate[rate / 1e6]?.toFixed(0) ?? ''} MB/s`)
+  }
+  byRate[R / 1e6] = byConnections[4] ?? NaN
+
+  // Memory: 8 downloads through the limited storage plus one reader at 64 KiB/s.
+  const memory: Record<string, number> = {}
+  for (const [label, flags] of [['parallel', []], ['one read', ['--read-connections', '1']]] as const) {
+    const s = await startPkgServe(limited.env, [...flags])
+    const peak = rssPeak(s.pid)
+    const slow = curl(`${s.url}/pkg/mem/latest`, ['--limit-rate', '64K', '--max-time', '8'], true)
+    const fast = await Promise.all(Array.from({ length: 8 }, async () => curl(`${s.url}/pkg/mem/latest`)))
+    await slow
+    memory[label] = peak()
+    await s.stop()
+    if (fast.some((r) => r.bytes !== cfg.memEach)) throw new Error(`${label}: a concurrent download was short`)
+  }
+  await limited.relay.close()
+
+  // CPU per GiB over TLS straight from storage: parallel against one read, alternating.
+  const cpu: Record<string, number[]> = { parallel: [], 'one read': [] }
+  const direct = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
+  for (let rep = 0; rep < cfg.reps; rep++) {
+    for (const [label, flags] of (rep % 2 === 0 ? [['parallel', []], ['one read', ['--read-connections', '1']]] : [['one read', ['--read-connections', '1']], ['parallel', []]]) as Array<[string, string[]]>) {
+      const s = await startPkgServe(direct, flags)
+      const cpu0 = cpuSeconds(s.pid)
+      const r = await curl(`${s.url}/pkg/large/latest`)
+      if (r.bytes !== cfg.large) throw new Error(`${label}: ${r.bytes} bytes`)
+      cpu[label]?.push((cpuSeconds(s.pid) - cpu0) / (r.bytes / GiB))
+      await s.stop()
+    }
+  }
+  return {
+    perConnectionMBps: R / 1e6,
+    sizeMiB: cfg.large / MiB,
+    throughputByConnectionsMBps: byConnections,
+    throughputByRateMBps: byRate,
+    speedupAtDefault: (byConnections[4] ?? NaN) / (R / 1e6),
+    memoryPeakRssMiB: memory,
+    memoryDeltaMiB: (memory.parallel ?? NaN) - (memory['one read'] ?? NaN),
+    cpuSecondsPerGiB: { parallel: m(cpu.parallel), oneRead: m(cpu['one read']) },
+    cpuRatio: m(cpu.parallel) / m(cpu['one read'])
   }
 }
 
@@ -406,6 +505,8 @@ async function main (): Promise<void> {
   }
   await polling.stop()
   await secure.stopServers()
+  log('parallel reads of a large package, storage limited per connection (TLS)')
+  const parallel = await parallelCase(secure.azurite, secure.largeSha256)
   await secure.azurite.stop()
 
   const plain = await setting(false)
@@ -432,6 +533,7 @@ async function main (): Promise<void> {
     tls: secure.results,
     plain: plain.results,
     largeAzuriteOnDisk: largeDisk,
+    parallelReads: parallel,
     startToReadyMs: m(startMs),
     manifestReloadMs: { median: m(reloadMs), pollIntervalSeconds: 1, samples: reloadMs },
     idlePoll
@@ -465,6 +567,7 @@ async function main (): Promise<void> {
     '',
     ...table(secure.results),
     ...table(plain.results),
+    `parallel reads (storage over TLS, each connection limited to ${f(Number(parallel.perConnectionMBps), 0)} MB/s, ${f(Number(parallel.sizeMiB), 0)} MiB): by connections ${JSON.stringify(parallel.throughputByConnectionsMBps)} MB/s; by R ${JSON.stringify(parallel.throughputByRateMBps)} MB/s; default ${f(Number(parallel.speedupAtDefault))}× R (target ≥ 3); peak RSS 8×+slow ${JSON.stringify(parallel.memoryPeakRssMiB)} MiB, +${f(Number(parallel.memoryDeltaMiB), 0)} MiB (≤ 32); CPU/GiB without the relay ${f(Number(parallel.cpuRatio))}× one read (≤ 1.1)`,
     `Azurite on disk (plain HTTP): pkg-serve ${f(largeDisk.throughputMBps['pkg-serve'], 0)} MB/s vs curl ← Azurite ${f(largeDisk.throughputMBps.azurite, 0)} (rclone ${f(largeDisk.throughputMBps.rclone, 0)})`,
     `start → /readyz 200 (TLS): ${f(results.startToReadyMs, 0)} ms; manifest reload (1 s poll): ${f(results.manifestReloadMs.median, 0)} ms median`,
     `idle poll: ${f(idlePoll.requestsPerPoll)} requests and ${f(idlePoll.bytesFromStoragePerPoll, 0)} bytes from storage per poll (the manifest is ~${idlePoll.manifestBytes} bytes)`,
