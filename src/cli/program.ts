@@ -81,8 +81,8 @@ function serverOptions (command: Command, env: Env, defaultPort: string): Comman
     .addOption(flag('--manifest <blob>', 'manifest blob in the container').default('packages.toml'))
     .addOption(flag('--poll-interval <seconds>', 'seconds between manifest checks (0 disables)').default('30'))
     .addOption(flag('--read-connections <n>', 'storage connections one large download reads over at once (1: one read)').default('4'))
-    .addOption(flag('--read-chunk <MiB>', 'size of each ranged read; blobs of two chunks or more are read in parallel').default('8'))
-    .addOption(flag('--read-ahead <MiB>', 'read-ahead memory shared by all downloads; a download without budget reads with fewer connections').default('64'))
+    .addOption(flag('--read-chunk <MiB>', 'size of each ranged read; blobs of two chunks or more are read in parallel').default('4'))
+    .addOption(flag('--read-ahead <MiB>', 'read-ahead memory shared by all downloads; a download without budget reads with fewer connections').default('24'))
 }
 
 export class UsageError extends UserError {

@@ -18,8 +18,21 @@
 import { Readable } from 'node:stream'
 import { backoffDelay, wait } from '../lib/backoff.ts'
 
+/**
+ * A body being read: a Readable, or any source with the same events and flow control (the
+ * Azure store's raw undici bodies, which skip a stream layer).
+ */
+export interface ByteSource {
+  on (event: 'data', listener: (chunk: Buffer) => void): unknown
+  on (event: 'end', listener: () => void): unknown
+  on (event: 'error', listener: (err: Error) => void): unknown
+  pause (): unknown
+  resume (): unknown
+  destroy (): unknown
+}
+
 /** Opens a read of bytes start..end (inclusive) of the blob version being served. */
-export type RangeReader = (start: number, end: number, signal: AbortSignal) => Promise<Readable>
+export type RangeReader = (start: number, end: number, signal: AbortSignal) => Promise<ByteSource>
 
 /** Memory for read-ahead, shared by every download of a process. */
 export class ReadAheadBudget {
@@ -44,6 +57,12 @@ export class ReadAheadBudget {
   }
 }
 
+/** A digest over the bytes in delivery order; `verify` before the last ones are let go. */
+export interface StreamCheck {
+  update (chunk: Buffer): void
+  verify (): Error | undefined
+}
+
 export interface ParallelReadOptions {
   /** First byte, inclusive. */
   readonly start: number
@@ -54,12 +73,19 @@ export interface ParallelReadOptions {
   readonly connections: number
   readonly budget: ReadAheadBudget
   readonly readRange: RangeReader
-  /** Whether a failed chunk read is worth trying again from its next byte (default: never). */
+  /**
+   * A read already open at `start` (the lookup's own answer), used for the first chunk: only
+   * that chunk's bytes are taken from it, then it is let go.
+   */
+  readonly first?: ByteSource
+  /** Whether a failed read is worth trying again from its next byte (a read that ended early always is). */
   readonly retryable?: (err: unknown) => boolean
-  /** Tries per chunk read, the first included (default 4). */
+  /** Tries in a row without a byte between them before a chunk fails (default 4). */
   readonly attempts?: number
-  /** Called with every chunk read opened, for the metrics. */
-  readonly onRequest?: () => void
+  /** Checks the whole range, in order: a mismatch fails the stream before its last bytes. */
+  readonly check?: StreamCheck | undefined
+  /** Called with every piece received from storage (for the metrics). */
+  readonly onBytes?: (bytes: number) => void
 }
 
 interface Chunk {
@@ -70,12 +96,18 @@ interface Chunk {
   readonly buffers: Buffer[]
   /** Budget held for this chunk's bytes while they wait. */
   reserved: number
-  source: Readable | undefined
+  source: ByteSource | undefined
   done: boolean
 }
 
+/** A read that ended before its last byte: read on from the next one. */
 export class ShortReadError extends Error {
   override name = 'ShortReadError'
+}
+
+/** A read that sent more than asked: storage is not answering what was asked, never retried. */
+export class OverlongReadError extends Error {
+  override name = 'OverlongReadError'
 }
 
 export function parallelRead (opts: ParallelReadOptions): Readable {
@@ -86,12 +118,15 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   for (let at = opts.start; at <= opts.end; at += chunkBytes) {
     chunks.push({ start: at, end: Math.min(opts.end, at + chunkBytes - 1), received: 0, buffers: [], reserved: 0, source: undefined, done: false })
   }
+  let first = opts.first
   let head = 0
   let next = 0
   let wanted = false
   let finished = false
 
+  // A high-water mark near a read's size: the client's socket, not this stream, paces the reads.
   const out = new Readable({
+    highWaterMark: 256 * 1024,
     read () {
       wanted = true
       drain()
@@ -99,6 +134,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     destroy (err, callback) {
       finished = true
       controller.abort()
+      first?.destroy()
       for (const chunk of chunks) {
         chunk.source?.destroy()
         chunk.buffers.length = 0
@@ -128,46 +164,75 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     }
   }
 
-  async function fetch (chunk: Chunk): Promise<void> {
+  /** One read of what the chunk still lacks; resolves when the chunk is complete. */
+  function readOnce (chunk: Chunk, source: ByteSource, mayRunPast: boolean): Promise<void> {
     const length = chunk.end - chunk.start + 1
-    for (let attempt = 1; ; attempt++) {
+    chunk.source = source
+    return new Promise<void>((resolve, reject) => {
+      let settled = false
+      const settle = (err?: Error): void => {
+        if (settled) return
+        settled = true
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      source.on('data', (data: Buffer) => {
+        if (settled) return
+        const left = length - chunk.received
+        if (data.length > left && !mayRunPast) {
+          source.destroy()
+          settle(new OverlongReadError(`storage sent more than the ${length} bytes asked for at ${chunk.start}`))
+          return
+        }
+        const part = data.length > left ? data.subarray(0, left) : data
+        chunk.received += part.length
+        opts.onBytes?.(part.length)
+        chunk.buffers.push(part)
+        if (chunk.received === length) {
+          // The lookup's answer runs on past the first chunk: let it go.
+          if (mayRunPast) source.destroy()
+          settle()
+        }
+        if (chunks[head] === chunk) drain()
+      })
+      source.on('end', () => { settle(chunk.received < length ? new ShortReadError(`storage sent ${chunk.received} of the ${length} bytes asked for at ${chunk.start}`) : undefined) })
+      source.on('error', (err) => { settle(err) })
+      // The head waits on the client; the others read on into their reserved memory.
+      if (chunks[head] === chunk && !wanted) source.pause()
+      else source.resume()
+    })
+  }
+
+  async function fetch (chunk: Chunk): Promise<void> {
+    let failures = 0
+    for (;;) {
+      const before = chunk.received
       try {
-        opts.onRequest?.()
-        const source = await readRange(chunk.start + chunk.received, chunk.end, controller.signal)
+        let source: ByteSource
+        const opened = first
+        if (opened !== undefined && chunk.start === opts.start && chunk.received === 0) {
+          first = undefined
+          source = opened
+        } else {
+          source = await readRange(chunk.start + chunk.received, chunk.end, controller.signal)
+        }
         if (finished) { source.destroy(); return }
-        chunk.source = source
-        await new Promise<void>((resolve, reject) => {
-          source.on('data', (data: Buffer) => {
-            chunk.received += data.length
-            if (chunk.received > length) {
-              source.destroy()
-              reject(new ShortReadError(`storage sent more than the ${length} bytes asked for at ${chunk.start}`))
-              return
-            }
-            chunk.buffers.push(data)
-            if (chunks[head] === chunk) drain()
-          })
-          source.once('end', () => {
-            if (chunk.received < length) reject(new ShortReadError(`storage sent ${chunk.received} of the ${length} bytes asked for at ${chunk.start}`))
-            else resolve()
-          })
-          source.once('error', reject)
-          source.once('close', () => { if (!source.readableEnded) reject(new ShortReadError(`storage closed the read at ${chunk.start + chunk.received}`)) })
-          // The head waits on the client; the others read on into their reserved memory.
-          if (chunks[head] === chunk && !wanted) source.pause()
-        })
+        await readOnce(chunk, source, source === opened)
         chunk.source = undefined
         chunk.done = true
         drain()
         return
       } catch (err) {
+        chunk.source?.destroy()
         chunk.source = undefined
         if (finished) return
+        if (chunk.received > before) failures = 0
+        failures++
         // A read that ended early is resumed from its next byte; one that sent too much never is.
-        const again = err instanceof ShortReadError ? chunk.received < length : (opts.retryable?.(err) ?? false)
-        if (!again || attempt >= attempts) { fail(err); return }
+        const again = err instanceof ShortReadError || (!(err instanceof OverlongReadError) && (opts.retryable?.(err) ?? false))
+        if (!again || failures >= attempts) { fail(err); return }
         try {
-          await wait(backoffDelay({ initialMs: 100, maxMs: 2000, jitter: 0.5 }, attempt - 1), controller.signal)
+          await wait(backoffDelay({ initialMs: 100, maxMs: 2000, jitter: 0.5 }, failures - 1), controller.signal)
         } catch {
           return
         }
@@ -185,9 +250,19 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         out.push(null)
         return
       }
+      const last = head === chunks.length - 1
       while (wanted && chunk.buffers.length > 0) {
+        // With a check, the last piece waits until the range is complete and verified.
+        if (last && !chunk.done && chunk.buffers.length === 1 && opts.check !== undefined) break
         const data = chunk.buffers.shift()
-        if (data !== undefined && !out.push(data)) wanted = false
+        if (data === undefined) break
+        opts.check?.update(data)
+        if (last && chunk.done && chunk.buffers.length === 0) {
+          // The very last bytes: only once the whole range proved to be what was expected.
+          const err = opts.check?.verify()
+          if (err !== undefined) { fail(err); return }
+        }
+        if (!out.push(data)) wanted = false
       }
       if (!wanted) {
         chunk.source?.pause()
@@ -206,46 +281,5 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   }
 
   launch()
-  return out
-}
-
-/** What takeFirst reads from: a Readable, or any body with the same events and flow control. */
-export interface ByteSource {
-  on (event: 'data', listener: (chunk: Buffer) => void): unknown
-  on (event: 'end', listener: () => void): unknown
-  on (event: 'error', listener: (err: Error) => void): unknown
-  pause (): unknown
-  resume (): unknown
-  destroy (): unknown
-}
-
-/**
- * The first `length` bytes of `source` as a stream of their own; `source` is destroyed once they
- * are through (a read that asked for more gives up its connection rather than be drained).
- */
-export function takeFirst (source: ByteSource, length: number): Readable {
-  let left = length
-  const out = new Readable({
-    read () { source.resume() },
-    destroy (err, callback) {
-      source.destroy()
-      callback(err)
-    }
-  })
-  source.on('data', (data: Buffer) => {
-    if (left <= 0) return
-    const part = data.length > left ? data.subarray(0, left) : data
-    left -= part.length
-    const more = out.push(part)
-    if (left === 0) {
-      out.push(null)
-      source.destroy()
-    } else if (!more) {
-      source.pause()
-    }
-  })
-  source.on('end', () => { if (left > 0) out.destroy(new ShortReadError(`the read ended ${left} bytes short`)) })
-  source.on('error', (err) => { if (left > 0) out.destroy(err) })
-  source.pause()
   return out
 }

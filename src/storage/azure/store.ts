@@ -9,15 +9,15 @@
 
 import { RestError } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
-import { Transform, pipeline } from 'node:stream'
+import { Transform } from 'node:stream'
 import type { Readable } from 'node:stream'
 import { createBlobHttp } from './http.ts'
 import type { BlobResponse, BodySource } from './http.ts'
 import type { ProxyTarget } from './proxy.ts'
 import { ResumableBody } from './body.ts'
-import { parallelRead, takeFirst } from '../parallel-read.ts'
+import { parallelRead } from '../parallel-read.ts'
 import type { ReadAheadBudget } from '../parallel-read.ts'
-import { Sha256Check, Sha256Verifier } from '../sha256.ts'
+import { Sha256Check } from '../sha256.ts'
 import { MAX_TEXT_BYTES, StorageError } from '../types.ts'
 import type { BlobProperties, OpenedBlob, ReadOptions, StorageStats, TextRead, WritableStore } from '../types.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
@@ -338,25 +338,20 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
   function download (path: string, res: BlobResponse, span: Span, sha256: string | undefined): Readable {
     const length = span.end - span.start + 1
     if (parallel === undefined || length < 2 * parallel.chunkBytes) return resumable(path, res.body, span.start, span.end, span, sha256)
-    let first: BodySource | undefined = res.body
-    const body = parallelRead({
+    return parallelRead({
       start: span.start,
       end: span.end,
       chunkBytes: parallel.chunkBytes,
       connections: parallel.connections,
       budget: parallel.budget,
-      readRange: async (start, end) => {
-        const opened = first
-        first = undefined
-        if (opened !== undefined && start === span.start) return resumable(path, takeFirst(opened, end - start + 1), start, end, span, undefined)
-        opened?.destroy()
-        const again = await get(path, { start, end, etag: span.etag, size: span.size })
-        return resumable(path, again.res.body, start, end, span, undefined)
-      }
+      first: res.body,
+      // Pinned and checked like any read (get); a chunk's break is read on from its next byte.
+      readRange: async (start, end) => (await get(path, { start, end, etag: span.etag, size: span.size })).res.body,
+      retryable: (err) => !(err instanceof StorageError) || err.kind === 'unreachable' || err.kind === 'timeout' || err.kind === 'throttled',
+      attempts: maxResumes + 1,
+      check: sha256 !== undefined ? new Sha256Check(sha256) : undefined,
+      onBytes: (n) => { stats.bytesRead += n }
     })
-    body.once('close', () => { first?.destroy() })
-    if (sha256 === undefined) return body
-    return pipeline(body, new Sha256Verifier(sha256), () => {})
   }
 
   return {
