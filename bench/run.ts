@@ -120,7 +120,7 @@ const SERVER_NODE = serverNode()
 async function startPkgServe (env: Record<string, string>, extra: string[] = []): Promise<Server & { readyMs: number }> {
   const port = await freePort()
   const started = Date.now()
-  const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...env }, stdio: ['ignore', 2, 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   await waitFor(`${url}/readyz`)
   return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc), readyMs: Date.now() - started }
@@ -448,7 +448,8 @@ async function parallelCase (azurite: AzuriteProcess, largeSha256: string): Prom
     await slow
     memory[label] = peak()
     await s.stop()
-    if (fast.some((r) => r.bytes !== cfg.memEach)) throw new Error(`${label}: a concurrent download was short`)
+    const short = fast.find((r) => r.bytes !== cfg.memEach)
+    if (short !== undefined) throw new Error(`${label}: a concurrent download was short: ${short.bytes} bytes, HTTP ${short.code}`)
   }
   await limited.relay.close()
 
