@@ -218,6 +218,9 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         }
         if (finished) { source.destroy(); return }
         await readOnce(chunk, source, source === opened)
+        // Complete, but perhaps paused by the client's backpressure before storage's end arrived:
+        // let it run to its end, so the connection finishes the response and can be reused.
+        if (source !== opened) source.resume()
         chunk.source = undefined
         chunk.done = true
         drain()
@@ -246,6 +249,9 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       if (finished) return
       const chunk = chunks[head]
       if (chunk === undefined) {
+        // An empty range has no last piece to hold back: check it here.
+        const err = chunks.length === 0 ? opts.check?.verify() : undefined
+        if (err !== undefined) { fail(err); return }
         finished = true
         out.push(null)
         return

@@ -330,10 +330,11 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
   }
 
   /**
-   * The body of a checked answer: as it comes, or, for a span of two chunks or more, read in
-   * parallel ranges pinned to the answer's ETag, the answer's own body serving the first chunk
-   * (then let go). Each chunk resumes its own breaks (ResumableBody), so parallelRead itself
-   * retries nothing; the sha256 check (a whole read) covers the reassembled bytes, in order.
+   * The body of a checked answer: as it comes (a ResumableBody), or, for a span of two chunks
+   * or more, read in parallel ranges pinned to the answer's ETag (parallelRead), the answer's own
+   * body serving the first chunk. parallelRead reads a broken chunk on from its next byte itself
+   * and checks the sha256 (a whole read) over the reassembled bytes, in order. A range still
+   * waiting for its headers when the client leaves is dropped once they arrive (not aborted).
    */
   function download (path: string, res: BlobResponse, span: Span, sha256: string | undefined): Readable {
     const length = span.end - span.start + 1
