@@ -45,8 +45,11 @@ test('a body broken mid-way is read on from the next byte: every byte, once, in 
   const froms: number[] = []
   const b = body(source(0, 100_000), { reopen: async (from) => { froms.push(from); return source(from, from < 200_000 ? 200_000 : data.length) } })
   assert.deepEqual(await buffer(b), data)
-  assert.deepEqual(froms, [100_000, 200_000])
-  assert.equal(b.resumes, 2)
+  // Read on from the byte after the last one received: where exactly depends on how much of a
+  // broken source Node delivered before its error (Node 24 drops what it had not emitted yet).
+  assert.ok(froms.length >= 2 && froms.every((from, i) => from > (froms[i - 1] ?? 0)), JSON.stringify(froms))
+  assert.ok((froms[0] ?? Infinity) <= 100_000 && froms.includes(200_000), JSON.stringify(froms))
+  assert.equal(b.resumes, froms.length)
 })
 
 test('the sha256 check spans the resumed parts; a mismatch fails before the end', async () => {
