@@ -14,6 +14,7 @@ import { EventEmitter } from 'node:events'
 import { Pool, ProxyAgent } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { ProxyTarget } from './proxy.ts'
+import type { ByteSource } from '../parallel-read.ts'
 import { StorageError } from '../types.ts'
 import { bracketHost } from '../../lib/net.ts'
 
@@ -29,15 +30,8 @@ export interface BlobHttpOptions {
   readonly ca?: string | Buffer | undefined
 }
 
-/** What a body's reader needs of it (a Readable is one, too). */
-export interface BodySource {
-  on (event: 'data', listener: (chunk: Buffer) => void): unknown
-  on (event: 'end', listener: () => void): unknown
-  on (event: 'error', listener: (err: Error) => void): unknown
-  pause (): unknown
-  resume (): unknown
-  destroy (): unknown
-}
+/** What a body's reader needs of it (a Readable is one, too): parallel reads take the same. */
+export type BodySource = ByteSource
 
 /**
  * A response body as undici's handler delivers it: 'data', 'end', 'error' events, paused until
