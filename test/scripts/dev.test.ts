@@ -1,8 +1,10 @@
 // `npm run dev` from a test: it prints a URL, serves the example package, and stops cleanly.
 
 import { test } from 'node:test'
+import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -14,21 +16,46 @@ function alive (pid: number): boolean {
   return stat !== '' && !stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
 }
 
-test('npm run dev serves the examples and Ctrl-C stops everything it started', async (t) => {
-  const dir = await tempDir(t)
+interface Dev {
+  readonly child: ChildProcess
+  /** stdout and stderr so far, interleaved as they came. */
+  output (): string
+  /** 'close': every process holding the output (npm, the wrapper, dev) has let go of it. */
+  readonly closed: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  /** Waits (up to a minute) until the output matches `pattern`. */
+  waitFor (what: string, pattern: RegExp): Promise<RegExpExecArray>
+}
+
+/** `npm run dev` in a process group of its own, killed whole after the test. */
+function startDev (t: TestContext): Dev {
   const child = spawn('npm', ['run', '--silent', 'dev'], { cwd: REPO, env: { ...process.env, PKG_SERVE_PORT: '0', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   t.after(() => { try { process.kill(-(child.pid ?? 0), 'SIGKILL') } catch { /* gone */ } })
   let out = ''
   child.stdout.on('data', (c: Buffer) => { out += c.toString() })
   child.stderr.on('data', (c: Buffer) => { out += c.toString() })
-  // 'close': every process holding the output (npm, the wrapper, dev) has let go of it.
   const closed = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })))
-
-  const deadline = Date.now() + 60_000
-  while (!/Ctrl-C stops/.test(out)) {
-    assert.ok(Date.now() < deadline && child.exitCode === null, `npm run dev did not get ready:\n${out}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
+  return {
+    child,
+    output: () => out,
+    closed,
+    async waitFor (what, pattern) {
+      const deadline = Date.now() + 60_000
+      for (;;) {
+        const m = pattern.exec(out)
+        if (m !== null) return m
+        assert.ok(Date.now() < deadline && child.exitCode === null, `no ${what}:\n${out}`)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    }
   }
+}
+
+test('npm run dev serves the examples and Ctrl-C stops everything it started', async (t) => {
+  const dir = await tempDir(t)
+  const dev = startDev(t)
+  const { child, closed } = dev
+  await dev.waitFor('start', /Ctrl-C stops/)
+  const out = dev.output()
   const url = /serving at (http:\/\/localhost:\d+)/.exec(out)?.[1]
   const azuritePid = Number(/Azurite \(pid (\d+)\)/.exec(out)?.[1])
   assert.ok(url !== undefined, out)
@@ -44,10 +71,11 @@ test('npm run dev serves the examples and Ctrl-C stops everything it started', a
   // Ctrl-C in a terminal signals the whole process group.
   process.kill(-(child.pid ?? 0), 'SIGINT')
   const { code, signal } = await closed
+  const all = dev.output()
   // npm itself may die of the SIGINT, as it does at a terminal; what it ran must stop in order.
-  assert.ok(code === 0 || signal === 'SIGINT', `npm run dev ended with ${code ?? signal ?? ''}:\n${out}`)
-  assert.match(out, /stopping pkg-serve and Azurite…\nstopped\n/)
-  assert.doesNotMatch(out, /^dev: /m)
+  assert.ok(code === 0 || signal === 'SIGINT', `npm run dev ended with ${code ?? signal ?? ''}:\n${all}`)
+  assert.match(all, /stopping pkg-serve and Azurite…\nstopped\n/)
+  assert.doesNotMatch(all, /^dev: /m)
   assert.equal(alive(azuritePid), false, 'Azurite is still running')
   assert.notEqual(spawnSync('curl', ['-fsS', `${url}/healthz`]).status, 0, 'pkg-serve still answers')
 })
@@ -70,27 +98,14 @@ function descendants (pid: number): number[] {
 
 test('npm run dev: its export line points publish at its Azurite, a save is uploaded once, and SIGTERM to npm alone stops everything', async (t) => {
   const dir = await tempDir(t)
-  const child = spawn('npm', ['run', '--silent', 'dev'], { cwd: REPO, env: { ...process.env, PKG_SERVE_PORT: '0', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-  t.after(() => { try { process.kill(-(child.pid ?? 0), 'SIGKILL') } catch { /* gone */ } })
-  let out = ''
-  child.stdout.on('data', (c: Buffer) => { out += c.toString() })
-  child.stderr.on('data', (c: Buffer) => { out += c.toString() })
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()))
-  const until = async (what: string, pattern: RegExp): Promise<RegExpExecArray> => {
-    const deadline = Date.now() + 60_000
-    for (;;) {
-      const m = pattern.exec(out)
-      if (m !== null) return m
-      assert.ok(Date.now() < deadline, `no ${what}:\n${out}`)
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-  }
-  await until('start', /Ctrl-C stops/)
-  const url = /serving at (http:\/\/localhost:\d+)/.exec(out)?.[1] ?? ''
+  const dev = startDev(t)
+  const { child, closed } = dev
+  await dev.waitFor('start', /Ctrl-C stops/)
+  const url = /serving at (http:\/\/localhost:\d+)/.exec(dev.output())?.[1] ?? ''
 
   // The printed line, run by a shell as a user would paste it, then publish from "another terminal".
-  const exportLine = /^ {2}(export AZURE_STORAGE_CONNECTION_STRING=.*)$/m.exec(out)?.[1]
-  assert.ok(exportLine !== undefined, out)
+  const exportLine = /^ {2}(export AZURE_STORAGE_CONNECTION_STRING=.*)$/m.exec(dev.output())?.[1]
+  assert.ok(exportLine !== undefined, dev.output())
   assert.match(exportLine, /^export AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=[^']+;BlobEndpoint=http:\/\/127\.0\.0\.1:\d+\/devstoreaccount1;'$/)
   const file = join(dir, 'tool.bin')
   writeFileSync(file, 'published from another terminal')
@@ -108,10 +123,10 @@ test('npm run dev: its export line points publish at its Azurite, a save is uplo
   const example = join(REPO, 'examples', 'files', name)
   t.after(() => rmSync(example, { force: true }))
   writeFileSync(example, 'one')
-  await until('the upload', new RegExp(`uploaded examples/files/${name.replace('.', '\\.')} as ${name.replace('.', '\\.')}`))
+  await dev.waitFor('the upload', new RegExp(`uploaded examples/files/${name.replace('.', '\\.')} as ${name.replace('.', '\\.')}`))
   writeFileSync(example, 'one')
   await new Promise((resolve) => setTimeout(resolve, 1500))
-  assert.equal(out.split(`uploaded examples/files/${name}`).length - 1, 1, out)
+  assert.equal(dev.output().split(`uploaded examples/files/${name}`).length - 1, 1, dev.output())
   rmSync(example)
 
   const started = descendants(child.pid ?? 0)
@@ -121,6 +136,6 @@ test('npm run dev: its export line points publish at its Azurite, a save is uplo
   const stillAlive = () => started.filter(alive)
   const stopDeadline = Date.now() + 20_000
   while (stillAlive().length > 0 && Date.now() < stopDeadline) await new Promise((resolve) => setTimeout(resolve, 200))
-  assert.deepEqual(stillAlive(), [], `left running after SIGTERM to npm:\n${out}`)
+  assert.deepEqual(stillAlive(), [], `left running after SIGTERM to npm:\n${dev.output()}`)
   assert.notEqual(spawnSync('curl', ['-fsS', `${url}/healthz`]).status, 0, 'pkg-serve still answers')
 })
