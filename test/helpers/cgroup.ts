@@ -43,10 +43,13 @@ export function asPod (cgroup: string): string[] {
   ]
 }
 
+/** Shell: takes away every cgroup2 mount of the mount namespace it runs in (a cgroup v1 machine). */
+export const UNMOUNT_CGROUP2 = 'for m in $(findmnt -rn -t cgroup2 -o TARGET); do umount -l "$m" || exit 1; done'
+
 /** No cgroup v2 anywhere in sight: every cgroup2 mount unmounted in a mount namespace of its own. */
 export function withoutCgroup2 (): string[] {
   return [
     'unshare', '--mount', '--propagation', 'private', '--',
-    '/bin/sh', '-c', 'for m in $(findmnt -rn -t cgroup2 -o TARGET); do umount -l "$m" || exit 1; done; exec "$@"', 'no-cgroup2'
+    '/bin/sh', '-c', `${UNMOUNT_CGROUP2}; exec "$@"`, 'no-cgroup2'
   ]
 }

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
+import { UNMOUNT_CGROUP2 } from './cgroup.ts'
 import { tempDir } from './tmp.ts'
 
 export const isRoot = process.getuid?.() === 0
@@ -40,7 +41,7 @@ export async function startFakeNode (t: TestContext, hostname = 'fake-node', opt
   await mkdir(hostPath)
   const cgroup2 = options.cgroup !== undefined
     ? 'mount -t cgroup2 none /sys/fs/cgroup && '
-    : options.withoutCgroup2 === true ? 'findmnt -rn -t cgroup2 -o TARGET | xargs -r -n1 umount -l && ' : ''
+    : options.withoutCgroup2 === true ? `${UNMOUNT_CGROUP2} && ` : ''
   const script = `hostname "$1" && mount --bind "$2" "$3" && ${cgroup2}echo "$$" && exec sleep 3600`
   const unshare = ['unshare', '--mount', '--uts', ...(options.cgroup === undefined ? [] : ['--cgroup']), '--fork', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', hostname, hostDir, hostPath]
   // Joins the cgroup first: the new cgroup namespace is rooted where unshare runs.
