@@ -85,8 +85,9 @@ async function main (): Promise<void> {
       pollInterval: 2,
       storageTimeout: 30,
       readConnections: 4,
-      readChunk: 8,
-      readAhead: 64,
+      readChunk: 4,
+      readAhead: 24,
+      readMinSpeedup: 1.5,
       host: 'localhost'
     }
     try {

@@ -33,7 +33,8 @@ export async function openApp (config: ServerConfig, deps: ServerDeps): Promise<
   const { store, description } = await openStore(config, deps.env, {
     connections: config.readConnections,
     chunkBytes: Math.round(config.readChunk * MiB),
-    budgetBytes: Math.round(config.readAhead * MiB)
+    budgetBytes: Math.round(config.readAhead * MiB),
+    minSpeedup: config.readMinSpeedup
   })
   deps.logger.info({ storage: description }, `storage: ${description}`)
   const app = await buildApp(

@@ -11,7 +11,7 @@ import { StorageSpecError } from '../src/storage/open.ts'
 import { tempDir } from './helpers/tmp.ts'
 
 const logger = pino({ level: 'silent' })
-const base = { container: 'pkg', endpointSuffix: 'core.windows.net', azureJson: '/nonexistent/azure.json', storageTimeout: 30, manifest: 'packages.toml', pollInterval: 0, host: 'localhost', port: 0, readConnections: 4, readChunk: 8, readAhead: 64 }
+const base = { container: 'pkg', endpointSuffix: 'core.windows.net', azureJson: '/nonexistent/azure.json', storageTimeout: 30, manifest: 'packages.toml', pollInterval: 0, host: 'localhost', port: 0, readConnections: 4, readChunk: 8, readAhead: 64, readMinSpeedup: 1.5 }
 
 test('urlFor writes the host as a URL does', () => {
   assert.equal(urlFor('localhost', 8080), 'http://localhost:8080')

@@ -42,7 +42,9 @@ export const serverOptionsSchema = storageOptionsSchema.extend({
   /** MiB per ranged read of a large download; blobs of two chunks or more are read in parallel. */
   readChunk: z.coerce.number({ message: 'must be a number of MiB' }).min(0.0625, 'must be at least 0.0625 MiB (64 KiB)').max(256, 'must be at most 256 MiB'),
   /** MiB of read-ahead memory shared by every download of the process. */
-  readAhead: z.coerce.number({ message: 'must be a number of MiB' }).min(0, 'must not be negative').max(4096, 'must be at most 4096 MiB')
+  readAhead: z.coerce.number({ message: 'must be a number of MiB' }).min(0, 'must not be negative').max(4096, 'must be at most 4096 MiB'),
+  /** How many times one read's speed parallel reads must reach to go on (0: always parallel). */
+  readMinSpeedup: z.coerce.number({ message: 'must be a number' }).min(0, 'must be 0 (always) or more').max(32, 'must be at most 32')
 })
 
 export type ServerConfig = Readonly<z.infer<typeof serverOptionsSchema>>

@@ -163,18 +163,20 @@ function accountOf (connectionString: string): string {
   return endpoint !== undefined ? `endpoint ${withoutQuery(endpoint)}` : 'its account'
 }
 
-/** How a server reads large blobs (--read-connections, --read-chunk, --read-ahead). */
+/** How a server reads large blobs (--read-connections, --read-chunk, --read-ahead, --read-min-speedup). */
 export interface ParallelReads {
   readonly connections: number
   readonly chunkBytes: number
   /** The read-ahead memory shared by every download of the process. */
   readonly budgetBytes: number
+  /** See parallelRead's minSpeedup. */
+  readonly minSpeedup?: number
 }
 
 export async function openStore (opts: StorageConfig, env: Readonly<Record<string, string | undefined>>, reads?: ParallelReads): Promise<OpenedStore> {
   const timeoutMs = (opts.storageTimeout ?? 30) * 1000
   // One budget for the process: the store is opened once and lives as long as it.
-  const parallel = reads === undefined ? undefined : { connections: reads.connections, chunkBytes: reads.chunkBytes, budget: new ReadAheadBudget(reads.budgetBytes) }
+  const parallel = reads === undefined ? undefined : { connections: reads.connections, chunkBytes: reads.chunkBytes, budget: new ReadAheadBudget(reads.budgetBytes), minSpeedup: reads.minSpeedup }
   const azure = (container: ContainerClient, description: string): OpenedStore => {
     let proxy: ProxyTarget | undefined
     try {

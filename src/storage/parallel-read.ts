@@ -34,26 +34,57 @@ export interface ByteSource {
 /** Opens a read of bytes start..end (inclusive) of the blob version being served. */
 export type RangeReader = (start: number, end: number, signal: AbortSignal) => Promise<ByteSource>
 
-/** Memory for read-ahead, shared by every download of a process. */
+/**
+ * Memory for read-ahead, shared by every download of a process: a pool of buffers, allocated on
+ * first need and then reused, never more than `totalBytes` in all. Reused rather than freed
+ * because a buffer that lives a few hundred milliseconds is promoted by V8's collector and only
+ * freed by a full collection: per-chunk buffers (or storage's own pieces, held) made parallel
+ * reads cost a third more CPU in collections and held dead read-ahead until one ran.
+ */
 export class ReadAheadBudget {
   readonly totalBytes: number
   #inUse = 0
+  #allocated = 0
+  readonly #free: Buffer[] = []
 
   constructor (totalBytes: number) {
     this.totalBytes = totalBytes
   }
 
+  /** Bytes lent out now (the read-ahead metric). */
   get inUse (): number { return this.#inUse }
 
-  /** Takes `bytes` if that much is free; says whether it did. */
-  tryAcquire (bytes: number): boolean {
-    if (this.#inUse + bytes > this.totalBytes) return false
-    this.#inUse += bytes
-    return true
+  /** Bytes the pool holds, lent out or free: what read-ahead costs the process in memory. */
+  get allocated (): number { return this.#allocated }
+
+  /** A buffer of exactly `bytes` (a view of a pooled one) if the budget allows; undefined if not. */
+  tryAcquire (bytes: number): Buffer | undefined {
+    const at = this.#free.findIndex((b) => b.length >= bytes)
+    if (at < 0 && this.#allocated + bytes > this.totalBytes) {
+      // Free buffers too small for this size make room for one that fits.
+      while (this.#free.length > 0 && this.#allocated + bytes > this.totalBytes) this.#allocated -= this.#free.pop()?.length ?? 0
+      if (this.#allocated + bytes > this.totalBytes) return undefined
+    }
+    let pooled: Buffer
+    if (at >= 0) {
+      pooled = this.#free[at] ?? Buffer.alloc(0)
+      this.#free.splice(at, 1)
+    } else {
+      pooled = Buffer.allocUnsafeSlow(bytes)
+      this.#allocated += bytes
+    }
+    this.#inUse += pooled.length
+    return pooled.length === bytes ? pooled : pooled.subarray(0, bytes)
   }
 
-  release (bytes: number): void {
-    this.#inUse = Math.max(0, this.#inUse - bytes)
+  /**
+   * Takes back a buffer from tryAcquire. The caller must hold no view of it any more: its bytes
+   * were copied out, never handed on.
+   */
+  release (buffer: Buffer): void {
+    const pooled = buffer.byteOffset === 0 && buffer.buffer.byteLength > buffer.length ? Buffer.from(buffer.buffer, 0, buffer.buffer.byteLength) : buffer
+    this.#inUse = Math.max(0, this.#inUse - pooled.length)
+    this.#free.push(pooled)
   }
 }
 
@@ -86,19 +117,35 @@ export interface ParallelReadOptions {
   readonly check?: StreamCheck | undefined
   /** Called with every piece received from storage (for the metrics). */
   readonly onBytes?: (bytes: number) => void
+  /**
+   * How many times faster than one read the parallel reads must be to go on (default 1.5).
+   * Measured once per download: the first chunk alone, then `connections` at once. Below it
+   * (storage or this process, not one connection, is the limit), the rest is one read.
+   */
+  readonly minSpeedup?: number | undefined
 }
 
 interface Chunk {
   readonly start: number
   readonly end: number
-  /** Bytes received so far (delivered or waiting in `buffers`). */
+  /** Bytes received so far (delivered or waiting). */
   received: number
-  readonly buffers: Buffer[]
-  /** Budget held for this chunk's bytes while they wait. */
-  reserved: number
+  /**
+   * A chunk read ahead of its client: its bytes are copied into this buffer from the budget's
+   * pool as they arrive (storage's pieces die young), and copied out again as the client takes
+   * them, so the pooled buffer is never lent beyond this stream.
+   */
+  copy: Buffer | undefined
+  /** Bytes of `copy` handed to the client so far. */
+  delivered: number
+  /** A chunk read as the head (nothing reserved): storage's pieces, handed on as they came. */
+  readonly pieces: Buffer[]
   source: ByteSource | undefined
   done: boolean
 }
+
+/** The most handed to the client in one piece from a read-ahead buffer. */
+const PIECE_BYTES = 64 * 1024
 
 /** A read that ended before its last byte: read on from the next one. */
 export class ShortReadError extends Error {
@@ -110,23 +157,32 @@ export class OverlongReadError extends Error {
   override name = 'OverlongReadError'
 }
 
+const newChunk = (start: number, end: number): Chunk => ({ start, end, received: 0, copy: undefined, delivered: 0, pieces: [], source: undefined, done: false })
+
 export function parallelRead (opts: ParallelReadOptions): Readable {
   const { chunkBytes, connections, budget, readRange } = opts
   const attempts = opts.attempts ?? 4
+  const minSpeedup = opts.minSpeedup ?? 1.5
   const controller = new AbortController()
   const chunks: Chunk[] = []
-  for (let at = opts.start; at <= opts.end; at += chunkBytes) {
-    chunks.push({ start: at, end: Math.min(opts.end, at + chunkBytes - 1), received: 0, buffers: [], reserved: 0, source: undefined, done: false })
-  }
+  for (let at = opts.start; at <= opts.end; at += chunkBytes) chunks.push(newChunk(at, Math.min(opts.end, at + chunkBytes - 1)))
   let first = opts.first
   let head = 0
   let next = 0
+  let inFlight = 0
   let wanted = false
   let finished = false
+  // The speed test: the first chunk alone, then every connection; `allowed` reads at a time.
+  // One read's speed is taken over the second half of the first chunk: the first bytes of a
+  // download carry the start's costs (a new connection, code not yet optimized).
+  let halfway: { readonly at: number, readonly bytes: number } | undefined
+  let allowed = chunks.length > 2 && minSpeedup > 0 ? 1 : connections
+  let received = 0
+  let probe: { readonly at: number, readonly from: number, readonly single: number } | undefined
 
   // A high-water mark near a read's size: the client's socket, not this stream, paces the reads.
   const out = new Readable({
-    highWaterMark: 256 * 1024,
+    highWaterMark: 64 * 1024,
     read () {
       wanted = true
       drain()
@@ -137,31 +193,51 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       first?.destroy()
       for (const chunk of chunks) {
         chunk.source?.destroy()
-        chunk.buffers.length = 0
-        budget.release(chunk.reserved)
-        chunk.reserved = 0
+        chunk.pieces.length = 0
+        giveBack(chunk)
       }
       callback(err)
     }
   })
 
+  function giveBack (chunk: Chunk): void {
+    if (chunk.copy === undefined) return
+    budget.release(chunk.copy)
+    chunk.copy = undefined
+  }
+
   function fail (err: unknown): void {
     if (!finished) out.destroy(err instanceof Error ? err : new Error(String(err)))
   }
 
-  /** Starts the reads the window and the budget allow. */
+  /**
+   * Starts the reads that the connections allowed, the window and the budget permit: no chunk
+   * further than `connections` past the head, so a connection whose chunk is done can start the
+   * next one while the head is still arriving.
+   */
   function launch (): void {
-    while (next < head + connections) {
+    while (inFlight < allowed && next <= head + connections) {
       const chunk = chunks[next]
       if (chunk === undefined || finished) return
       if (next !== head) {
-        const length = chunk.end - chunk.start + 1
-        if (!budget.tryAcquire(length)) return
-        chunk.reserved = length
+        chunk.copy = budget.tryAcquire(chunk.end - chunk.start + 1)
+        if (chunk.copy === undefined) return
       }
       next++
+      inFlight++
       fetch(chunk).catch(fail)
     }
+  }
+
+  /** Judges the speed test once enough has arrived; below `minSpeedup`, the rest is one read. */
+  function measure (): void {
+    if (probe === undefined || received - probe.from < connections * chunkBytes) return
+    const speedup = (received - probe.from) / (performance.now() - probe.at) / probe.single
+    probe = undefined
+    if (speedup >= minSpeedup) return
+    allowed = 1
+    const rest = chunks[next]
+    if (rest !== undefined) chunks.splice(next, chunks.length - next, newChunk(rest.start, opts.end))
   }
 
   /** One read of what the chunk still lacks; resolves when the chunk is complete. */
@@ -177,7 +253,8 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         else reject(err)
       }
       source.on('data', (data: Buffer) => {
-        if (settled) return
+        // Nothing after the end: the chunk's pooled buffer may be someone else's by now.
+        if (settled || finished) return
         const left = length - chunk.received
         if (data.length > left && !mayRunPast) {
           source.destroy()
@@ -185,20 +262,29 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
           return
         }
         const part = data.length > left ? data.subarray(0, left) : data
+        if (chunk.copy !== undefined) part.copy(chunk.copy, chunk.received)
+        else chunk.pieces.push(part)
         chunk.received += part.length
+        received += part.length
+        if (halfway === undefined && chunk === chunks[0] && chunk.received * 2 >= length) halfway = { at: performance.now(), bytes: received }
         opts.onBytes?.(part.length)
-        chunk.buffers.push(part)
         if (chunk.received === length) {
-          // The lookup's answer runs on past the first chunk: let it go.
-          if (mayRunPast) source.destroy()
-          settle()
+          // The lookup's answer runs on past the first chunk: let it go. A range runs to its
+          // end (even if the client holds the head back), so its connection is free for the next.
+          if (mayRunPast) {
+            source.destroy()
+            settle()
+          } else {
+            source.resume()
+          }
         }
+        measure()
         if (chunks[head] === chunk) drain()
       })
       source.on('end', () => { settle(chunk.received < length ? new ShortReadError(`storage sent ${chunk.received} of the ${length} bytes asked for at ${chunk.start}`) : undefined) })
       source.on('error', (err) => { settle(err) })
-      // The head waits on the client; the others read on into their reserved memory.
-      if (chunks[head] === chunk && !wanted) source.pause()
+      // A head read without reserved memory waits on the client; the others read on into theirs.
+      if (chunks[head] === chunk && !wanted && chunk.copy === undefined) source.pause()
       else source.resume()
     })
   }
@@ -218,12 +304,17 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         }
         if (finished) { source.destroy(); return }
         await readOnce(chunk, source, source === opened)
-        // Complete, but perhaps paused by the client's backpressure before storage's end arrived:
-        // let it run to its end, so the connection finishes the response and can be reused.
-        if (source !== opened) source.resume()
         chunk.source = undefined
         chunk.done = true
+        inFlight--
+        if (allowed === 1 && probe === undefined && chunk === chunks[0] && chunks.length > 2 && minSpeedup > 0) {
+          // The first chunk, read alone: one read's speed. Now every connection.
+          const now = performance.now()
+          probe = { at: now, from: received, single: (received - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)) }
+          allowed = connections
+        }
         drain()
+        launch()
         return
       } catch (err) {
         chunk.source?.destroy()
@@ -243,6 +334,27 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     }
   }
 
+  /**
+   * The head's next bytes for the client, or undefined if none may go yet. With a check, the
+   * range's last byte waits until the range is complete and verified.
+   */
+  function take (chunk: Chunk, last: boolean): Buffer | undefined {
+    const holdLast = last && !chunk.done && opts.check !== undefined
+    if (chunk.copy !== undefined) {
+      const upTo = Math.min(chunk.received - (holdLast ? 1 : 0), chunk.delivered + PIECE_BYTES)
+      if (upTo <= chunk.delivered) return undefined
+      // A copy: the pooled buffer goes back to the budget while the socket may still hold this.
+      const piece = Buffer.from(chunk.copy.subarray(chunk.delivered, upTo))
+      chunk.delivered = upTo
+      return piece
+    }
+    if (holdLast && chunk.pieces.length === 1) return undefined
+    return chunk.pieces.shift()
+  }
+
+  /** Whether everything the chunk received went to the client. */
+  const handedOver = (chunk: Chunk): boolean => chunk.copy !== undefined ? chunk.delivered === chunk.received : chunk.pieces.length === 0
+
   /** Hands the head's bytes to the client while it wants them; moves on when the head is done. */
   function drain (): void {
     for (;;) {
@@ -257,13 +369,11 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         return
       }
       const last = head === chunks.length - 1
-      while (wanted && chunk.buffers.length > 0) {
-        // With a check, the last piece waits until the range is complete and verified.
-        if (last && !chunk.done && chunk.buffers.length === 1 && opts.check !== undefined) break
-        const data = chunk.buffers.shift()
+      while (wanted) {
+        const data = take(chunk, last)
         if (data === undefined) break
         opts.check?.update(data)
-        if (last && chunk.done && chunk.buffers.length === 0) {
+        if (last && chunk.done && handedOver(chunk)) {
           // The very last bytes: only once the whole range proved to be what was expected.
           const err = opts.check?.verify()
           if (err !== undefined) { fail(err); return }
@@ -271,7 +381,9 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         if (!out.push(data)) wanted = false
       }
       if (!wanted) {
-        chunk.source?.pause()
+        // A read into reserved memory reads on, and so does one whose bytes are all in (to its
+        // end); only a head read handed on as it comes waits.
+        if (chunk.copy === undefined && chunk.received <= chunk.end - chunk.start) chunk.source?.pause()
         return
       }
       if (!chunk.done) {
@@ -279,8 +391,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         launch()
         return
       }
-      budget.release(chunk.reserved)
-      chunk.reserved = 0
+      giveBack(chunk)
       head++
       launch()
     }

@@ -7,7 +7,7 @@ import { ConfigError, parseBooleanEnv, parseConfig, publishConfigSchema, runConf
 
 const flagOf = (key: string): string => `--${key}`
 const storage = { container: 'pkg', endpointSuffix: 'core.windows.net', azureJson: '/etc/kubernetes/azure.json', storageTimeout: '30' }
-const server = { ...storage, port: '8080', host: 'localhost', manifest: 'packages.toml', pollInterval: '30', readConnections: '4', readChunk: '8', readAhead: '64' }
+const server = { ...storage, port: '8080', host: 'localhost', manifest: 'packages.toml', pollInterval: '30', readConnections: '4', readChunk: '8', readAhead: '64', readMinSpeedup: '1.5' }
 
 test('serve: strings from the command line become numbers; the result is frozen', () => {
   const config = parseConfig(serveConfigSchema, { ...server, logLevel: 'info' }, flagOf)
@@ -80,4 +80,6 @@ test('parallel read flags: whole connections 1 to 32, a chunk of at least 64 KiB
   assert.throws(() => parseConfig(serveConfigSchema, { ...server, readConnections: '2.5', logLevel: 'info' }, flagOf), /must be a whole number/)
   assert.throws(() => parseConfig(serveConfigSchema, { ...server, readChunk: '0.01', logLevel: 'info' }, flagOf), /--readChunk "0\.01" must be at least 0\.0625 MiB/)
   assert.throws(() => parseConfig(serveConfigSchema, { ...server, readAhead: '-1', logLevel: 'info' }, flagOf), /--readAhead "-1" must not be negative/)
+  assert.throws(() => parseConfig(serveConfigSchema, { ...server, readMinSpeedup: 'fast', logLevel: 'info' }, flagOf), /--readMinSpeedup "fast" must be a number/)
+  assert.equal(parseConfig(serveConfigSchema, { ...server, readMinSpeedup: '0', logLevel: 'info' }, flagOf).readMinSpeedup, 0)
 })

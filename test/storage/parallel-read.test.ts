@@ -17,8 +17,20 @@ const KiB = 1024
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 /** A reader over `blob` that sends each range in small pieces after a random delay. */
-function reader (blob: Buffer, opts: { fault?: (start: number, end: number, call: number) => 'short' | 'long' | 'error' | 'hang' | undefined } = {}) {
+function reader (blob: Buffer, opts: {
+  fault?: (start: number, end: number, call: number) => 'short' | 'long' | 'error' | 'hang' | undefined
+  /** Milliseconds per piece: on each read's own clock (a limit per connection), or on one clock all reads share (a limit on the whole). */
+  pace?: { readonly perRead: number } | { readonly shared: number }
+} = {}) {
   const stats = { calls: 0, open: 0, maxOpen: 0, ranges: [] as Array<[number, number]> }
+  let sharedClock = 0
+  const delay = (): number => {
+    const pace = opts.pace
+    if (pace === undefined) return Math.random() * 2
+    if ('perRead' in pace) return pace.perRead
+    sharedClock = Math.max(sharedClock, performance.now()) + pace.shared
+    return sharedClock - performance.now()
+  }
   const read: RangeReader = async (start, end, signal) => {
     const call = stats.calls++
     stats.ranges.push([start, end])
@@ -31,7 +43,7 @@ function reader (blob: Buffer, opts: { fault?: (start: number, end: number, call
     let at = start
     const stream = new Readable({
       read () {
-        setTimeout(() => { step(this) }, Math.random() * 2)
+        setTimeout(() => { step(this) }, delay())
       },
       destroy (err, cb) { stats.open--; cb(err) }
     })
@@ -63,7 +75,7 @@ test('bytes arrive in order, every range once, with at most `connections` reads 
   for (const [start, end] of [[0, blob.length - 1], [5, blob.length - 1], [100 * KiB + 1, 700 * KiB - 1], [7, 7]] as const) {
     const { read, stats } = reader(blob)
     const budget = new ReadAheadBudget(10 * 1024 * KiB)
-    const got = await collect(parallelRead({ start, end, chunkBytes: 64 * KiB, connections: 4, budget, readRange: read }))
+    const got = await collect(parallelRead({ minSpeedup: 0, start, end, chunkBytes: 64 * KiB, connections: 4, budget, readRange: read }))
     assert.equal(sha(got), sha(blob.subarray(start, end + 1)), `${start}-${end}`)
     assert.ok(stats.maxOpen <= 4, `${stats.maxOpen} reads at once`)
     const covered = stats.ranges.map(([s, e]) => e - s + 1).reduce((a, b) => a + b, 0)
@@ -85,7 +97,7 @@ test('a read that breaks is resumed from its next byte; one that errors is retri
     }
   })
   const budget = new ReadAheadBudget(1024 * KiB)
-  const got = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget, readRange: read, retryable: (err) => ['connection refused', 'ECONNRESET'].includes((err as Error).message) }))
+  const got = await collect(parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget, readRange: read, retryable: (err) => ['connection refused', 'ECONNRESET'].includes((err as Error).message) }))
   assert.equal(sha(got), sha(blob))
   assert.equal(broken.size, 5)
   assert.ok(stats.calls > 512 / 32, 'some ranges were read again')
@@ -97,7 +109,7 @@ test('an error that is not retryable, a persistent break, or too many bytes fail
   for (const fault of ['error', 'short', 'long'] as const) {
     const budget = new ReadAheadBudget(1024 * KiB)
     const { read, stats } = reader(blob, { fault: (start) => start === 64 * KiB ? fault : undefined })
-    const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget, readRange: read, attempts: 3 })
+    const stream = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget, readRange: read, attempts: 3 })
     await assert.rejects(collect(stream), fault === 'error' ? /connection refused/ : fault === 'long' ? /more than the/ : /of the 32768 bytes|ECONNRESET|closed the read/)
     await until('reads closed', () => stats.open === 0 ? true : undefined)
     assert.equal(budget.inUse, 0, `${fault}: budget returned`)
@@ -108,7 +120,7 @@ test('a consumer that leaves cancels every read in flight and returns the budget
   const blob = randomBytes(2048 * KiB)
   const { read, stats } = reader(blob, { fault: (start) => start >= 256 * KiB ? 'hang' : undefined })
   const budget = new ReadAheadBudget(4096 * KiB)
-  const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 128 * KiB, connections: 6, budget, readRange: read })
+  const stream = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 128 * KiB, connections: 6, budget, readRange: read })
   let seen = 0
   await assert.rejects(pipeline(stream, new Writable({
     write (chunk: Buffer, _enc, cb) {
@@ -129,7 +141,7 @@ test('many downloads share the budget: none fails, and read-ahead never exceeds 
     peak = Math.max(peak, budget.inUse)
     return read(start, end, signal)
   }
-  const results = await Promise.all(Array.from({ length: 12 }, () => collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 8, budget, readRange: watched }))))
+  const results = await Promise.all(Array.from({ length: 12 }, () => collect(parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 8, budget, readRange: watched }))))
   for (const got of results) assert.equal(sha(got), sha(blob))
   assert.ok(peak <= 256 * KiB, `peak read-ahead ${peak}`)
   assert.equal(budget.inUse, 0)
@@ -139,12 +151,13 @@ test('a slow consumer holds back only its own window', async () => {
   const blob = randomBytes(4096 * KiB)
   const { read, stats } = reader(blob)
   const budget = new ReadAheadBudget(100 * 1024 * KiB)
-  const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 4, budget, readRange: read })
-  // Nobody reads: after the window is full, nothing more is asked of storage.
-  await until('the window filled', () => stats.calls >= 4 ? true : undefined)
+  const stream = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 4, budget, readRange: read })
+  // Nobody reads: after the window (the head and `connections` chunks after it) is full,
+  // nothing more is asked of storage.
+  await until('the window filled', () => stats.calls >= 5 ? true : undefined)
   await sleep(100)
-  assert.ok(stats.calls <= 4, `${stats.calls} reads for an idle consumer`)
-  assert.ok(budget.inUse <= 3 * 64 * KiB)
+  assert.equal(stats.calls, 5, `${stats.calls} reads for an idle consumer`)
+  assert.equal(budget.inUse, 4 * 64 * KiB)
   const got = await collect(stream)
   assert.equal(sha(got), sha(blob))
 })
@@ -181,7 +194,7 @@ test('a chunk completed while its client held back still runs to its end: no rea
     return source
   }
   const budget = new ReadAheadBudget(1024 * KiB)
-  const stream = parallelRead({ start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 3, budget, readRange: read })
+  const stream = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 64 * KiB, connections: 3, budget, readRange: read })
   const parts: Buffer[] = []
   // A consumer slower than storage: the head's read is paused again and again.
   await pipeline(stream, new Writable({
@@ -190,4 +203,50 @@ test('a chunk completed while its client held back still runs to its end: no rea
   }))
   assert.equal(sha(Buffer.concat(parts)), sha(blob))
   await until('every read ended', () => open.size === 0 ? true : undefined, 2000)
+})
+
+test('parallel reads go on only where they pay: a limit per connection keeps them, a limit on the whole ends them', async () => {
+  const blob = randomBytes(1024 * KiB)
+  const chunkBytes = 64 * KiB
+  // Storage that limits each connection: four reads carry four times one.
+  const perConnection = reader(blob, { pace: { perRead: 2 } })
+  const budget = new ReadAheadBudget(1024 * KiB)
+  const fast = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: perConnection.read }))
+  assert.equal(sha(fast), sha(blob))
+  assert.equal(perConnection.stats.ranges.length, blob.length / chunkBytes, JSON.stringify(perConnection.stats.ranges))
+  assert.equal(perConnection.stats.maxOpen, 4)
+
+  // Storage (or a busy process) whose limit is the whole: after the speed test, one read.
+  const shared = reader(blob, { pace: { shared: 2 } })
+  const slow = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: shared.read }))
+  assert.equal(sha(slow), sha(blob))
+  const ranges = shared.stats.ranges
+  const lastRange = ranges[ranges.length - 1]
+  assert.ok(lastRange !== undefined && lastRange[1] === blob.length - 1 && lastRange[1] - lastRange[0] + 1 > chunkBytes, JSON.stringify(ranges))
+  // The first chunk alone, the test's reads (those started while it measured), then one.
+  assert.ok(ranges.length <= 1 + 2 * 4 + 1, `${ranges.length} reads`)
+  assert.equal(ranges.map(([s, e]) => e - s + 1).reduce((a, b) => a + b, 0), blob.length, 'every byte asked for once')
+  assert.equal(budget.inUse, 0)
+})
+
+test('the read-ahead budget is a pool: buffers are reused, never more than its total is allocated', () => {
+  const budget = new ReadAheadBudget(10 * KiB)
+  const a = budget.tryAcquire(4 * KiB)
+  const b = budget.tryAcquire(4 * KiB)
+  assert.ok(a !== undefined && b !== undefined)
+  assert.equal(budget.tryAcquire(4 * KiB), undefined, 'over the total')
+  assert.deepEqual([budget.inUse, budget.allocated], [8 * KiB, 8 * KiB])
+  budget.release(a)
+  const again = budget.tryAcquire(3 * KiB)
+  assert.ok(again !== undefined)
+  assert.equal(again.length, 3 * KiB, 'exactly the size asked for')
+  assert.equal(again.buffer, a.buffer, 'the same memory, reused')
+  assert.equal(budget.allocated, 8 * KiB)
+  budget.release(again)
+  budget.release(b)
+  assert.equal(budget.inUse, 0)
+  // Free buffers too small make room for a larger one: still within the total.
+  const large = budget.tryAcquire(9 * KiB)
+  assert.ok(large !== undefined)
+  assert.ok(budget.allocated <= 10 * KiB, `${budget.allocated} allocated`)
 })

@@ -51,7 +51,7 @@ export interface AzureStoreOptions {
    * chunks is split into `chunkBytes` ranges, up to `connections` in flight, read ahead into the
    * process's `budget`. Undefined, or one connection: every read is one request.
    */
-  readonly parallel?: { readonly connections: number, readonly chunkBytes: number, readonly budget: ReadAheadBudget } | undefined
+  readonly parallel?: { readonly connections: number, readonly chunkBytes: number, readonly budget: ReadAheadBudget, readonly minSpeedup?: number | undefined } | undefined
 }
 
 /** Storage said "busy" (or "try again"): SPEC's throttling and transient failures. */
@@ -345,6 +345,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
       chunkBytes: parallel.chunkBytes,
       connections: parallel.connections,
       budget: parallel.budget,
+      minSpeedup: parallel.minSpeedup,
       first: res.body,
       // Pinned and checked like any read (get); a chunk's break is read on from its next byte.
       readRange: async (start, end) => (await get(path, { start, end, etag: span.etag, size: span.size })).res.body,
