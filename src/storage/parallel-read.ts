@@ -43,12 +43,16 @@ export type RangeReader = (start: number, end: number, signal: AbortSignal) => P
  */
 export class ReadAheadBudget {
   readonly totalBytes: number
+  readonly #idleMs: number
   #inUse = 0
   #allocated = 0
   readonly #free: Buffer[] = []
+  #trim: NodeJS.Timeout | undefined
 
-  constructor (totalBytes: number) {
+  /** `idleMs`: how long the pool keeps its buffers once nothing is lent out (default 10 s). */
+  constructor (totalBytes: number, idleMs = 10_000) {
     this.totalBytes = totalBytes
+    this.#idleMs = idleMs
   }
 
   /** Bytes lent out now (the read-ahead metric). */
@@ -59,6 +63,7 @@ export class ReadAheadBudget {
 
   /** A buffer of exactly `bytes` (a view of a pooled one) if the budget allows; undefined if not. */
   tryAcquire (bytes: number): Buffer | undefined {
+    clearTimeout(this.#trim)
     const at = this.#free.findIndex((b) => b.length >= bytes)
     if (at < 0 && this.#allocated + bytes > this.totalBytes) {
       // Free buffers too small for this size make room for one that fits.
@@ -85,6 +90,14 @@ export class ReadAheadBudget {
     const pooled = buffer.byteOffset === 0 && buffer.buffer.byteLength > buffer.length ? Buffer.from(buffer.buffer, 0, buffer.buffer.byteLength) : buffer
     this.#inUse = Math.max(0, this.#inUse - pooled.length)
     this.#free.push(pooled)
+    if (this.#inUse === 0) {
+      // An idle server (a node's scripts done) does not keep the pool: its memory goes back.
+      clearTimeout(this.#trim)
+      this.#trim = setTimeout(() => {
+        this.#allocated -= this.#free.reduce((n, b) => n + b.length, 0)
+        this.#free.length = 0
+      }, this.#idleMs).unref()
+    }
   }
 }
 

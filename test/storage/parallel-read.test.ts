@@ -206,11 +206,12 @@ test('a chunk completed while its client held back still runs to its end: no rea
 })
 
 test('parallel reads go on only where they pay: a limit per connection keeps them, a limit on the whole ends them', async () => {
-  const blob = randomBytes(1024 * KiB)
-  const chunkBytes = 64 * KiB
+  // Chunks of 36 pieces: one read's speed is taken over 18 of them, well above timer jitter.
+  const blob = randomBytes(4096 * KiB)
+  const chunkBytes = 256 * KiB
   // Storage that limits each connection: four reads carry four times one.
   const perConnection = reader(blob, { pace: { perRead: 2 } })
-  const budget = new ReadAheadBudget(1024 * KiB)
+  const budget = new ReadAheadBudget(4096 * KiB)
   const fast = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: perConnection.read }))
   assert.equal(sha(fast), sha(blob))
   assert.equal(perConnection.stats.ranges.length, blob.length / chunkBytes, JSON.stringify(perConnection.stats.ranges))
@@ -249,4 +250,16 @@ test('the read-ahead budget is a pool: buffers are reused, never more than its t
   const large = budget.tryAcquire(9 * KiB)
   assert.ok(large !== undefined)
   assert.ok(budget.allocated <= 10 * KiB, `${budget.allocated} allocated`)
+})
+
+test('an idle pool lets its buffers go', async () => {
+  const budget = new ReadAheadBudget(10 * KiB, 20)
+  const a = budget.tryAcquire(4 * KiB)
+  assert.ok(a !== undefined)
+  budget.release(a)
+  assert.equal(budget.allocated, 4 * KiB, 'kept while it may be needed again')
+  await until('the pool trimmed', () => budget.allocated === 0 ? true : undefined, 2000)
+  // And it works on as before.
+  assert.ok(budget.tryAcquire(8 * KiB) !== undefined)
+  assert.equal(budget.allocated, 8 * KiB)
 })
