@@ -126,6 +126,8 @@ export interface ParallelReadOptions {
   readonly retryable?: (err: unknown) => boolean
   /** Tries in a row without a byte between them before a chunk fails (default 4). */
   readonly attempts?: number
+  /** How long after a break a chunk may take to be reading again before the stream fails (default: no bound but `attempts`). */
+  readonly resumeWithinMs?: number
   /** Checks the whole range, in order: a mismatch fails the stream before its last bytes. */
   readonly check?: StreamCheck | undefined
   /** Called with every piece received from storage (for the metrics). */
@@ -304,6 +306,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
 
   async function fetch (chunk: Chunk): Promise<void> {
     let failures = 0
+    let brokeAt: number | undefined
     for (;;) {
       const before = chunk.received
       try {
@@ -333,13 +336,20 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         chunk.source?.destroy()
         chunk.source = undefined
         if (finished) return
-        if (chunk.received > before) failures = 0
+        if (chunk.received > before) {
+          failures = 0
+          brokeAt = undefined
+        }
         failures++
+        brokeAt ??= performance.now()
         // A read that ended early is resumed from its next byte; one that sent too much never is.
         const again = err instanceof ShortReadError || (!(err instanceof OverlongReadError) && (opts.retryable?.(err) ?? false))
-        if (!again || failures >= attempts) { fail(err); return }
+        const delay = backoffDelay({ initialMs: 100, maxMs: 2000, jitter: 0.5 }, failures - 1)
+        // Storage that stays silent must not hold the client for every try's timeout in turn.
+        const late = opts.resumeWithinMs !== undefined && performance.now() + delay - brokeAt > opts.resumeWithinMs
+        if (!again || failures >= attempts || late) { fail(err); return }
         try {
-          await wait(backoffDelay({ initialMs: 100, maxMs: 2000, jitter: 0.5 }, failures - 1), controller.signal)
+          await wait(delay, controller.signal)
         } catch {
           return
         }

@@ -263,3 +263,12 @@ test('an idle pool lets its buffers go', async () => {
   assert.ok(budget.tryAcquire(8 * KiB) !== undefined)
   assert.equal(budget.allocated, 8 * KiB)
 })
+
+test('a chunk that cannot be read again within resumeWithinMs fails the stream, however many tries are left', async () => {
+  const blob = randomBytes(256 * KiB)
+  const { read } = reader(blob, { fault: (start) => start === 64 * KiB ? 'error' : undefined })
+  const started = performance.now()
+  const stream = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget: new ReadAheadBudget(1024 * KiB), readRange: read, retryable: () => true, attempts: 100, resumeWithinMs: 300 })
+  await assert.rejects(collect(stream), /connection refused/)
+  assert.ok(performance.now() - started < 2000, `failed after ${performance.now() - started} ms`)
+})

@@ -351,6 +351,7 @@ export function createAzureStore (options: AzureStoreOptions): WritableStore {
       readRange: async (start, end) => (await get(path, { start, end, etag: span.etag, size: span.size })).res.body,
       retryable: (err) => !(err instanceof StorageError) || err.kind === 'unreachable' || err.kind === 'timeout' || err.kind === 'throttled',
       attempts: maxResumes + 1,
+      resumeWithinMs: requestTimeoutMs,
       check: sha256 !== undefined ? new Sha256Check(sha256) : undefined,
       onBytes: (n) => { stats.bytesRead += n }
     })
