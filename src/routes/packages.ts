@@ -159,7 +159,10 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
       const resumes = 'resumes' in body ? body.resumes : undefined
       if (typeof resumes === 'number' && resumes > 0) request.log.info({ blob: entry.path, resumes }, `download of ${context} complete after ${resumes} storage read(s) resumed mid-body`)
     })
-    reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
+    // A client that left while storage was being asked (its socket already closed) is counted
+    // here: its 'close' has been and gone. Fastify destroys the body it can no longer send.
+    if (reply.raw.destroyed) metrics.downloads.inc({ result: 'aborted' })
+    else reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
     return reply.send(body)
   }
 

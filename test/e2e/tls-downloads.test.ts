@@ -70,6 +70,9 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
     await azurite.put('large.bin', large)
     await azurite.put('mid.bin', mid)
     await azurite.put('small.bin', small)
+    // Larger than what loopback's socket buffers take in a second (tcp_rmem allows 32 MiB):
+    // a client that hangs up after one cannot have been sent all of it.
+    await azurite.put('hangup.bin', Buffer.alloc(64 * 1024 * 1024, 7))
     const wrong = sha256(Buffer.from('another package'))
     await azurite.put('packages.toml', [
       `[large.good]\npath = 'large.bin'\nsha256 = '${sha256(large)}'`,
@@ -77,7 +80,8 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       "[mid.plain]\npath = 'mid.bin'\n",
       `[small.good]\npath = 'small.bin'\nsha256 = '${sha256(small)}'`,
       `[small.bad]\npath = 'small.bin'\nsha256 = '${wrong}'`,
-      "[small.plain]\npath = 'small.bin'\n"
+      "[small.plain]\npath = 'small.bin'\n",
+      "[hangup.plain]\npath = 'hangup.bin'\n"
     ].join('\n'))
     const front = await startFront(t, azurite)
     assert.ok(front.blobEndpoint.startsWith(`${scheme}://`))
@@ -280,13 +284,29 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       const aborted = /pkg_serve_downloads_total\{result="aborted"\} (\d+)/
       await sleep(1000) // the transfers broken by the previous case are counted by now
       const [errorsBefore, abortedBefore, logsBefore] = [await count(interrupted), await count(aborted), cli.logs.length]
-      await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', `${url}/pkg/large/good`])
-      await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', '-r', '1000-', `${url}/pkg/large/good`])
+      await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', `${url}/pkg/hangup/plain`])
+      await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', '-r', '1000-', `${url}/pkg/hangup/plain`])
       // The server sees each hang-up when its socket closes, a moment after curl gave up.
       await until('both hang-ups counted', async () => await count(aborted) >= abortedBefore + 2 ? true : undefined, 5000, 100)
       assert.equal(await count(interrupted), errorsBefore, JSON.stringify(cli.logs.slice(logsBefore).filter((l) => l.level !== 30)))
       assert.equal(await count(aborted), abortedBefore + 2, 'both hang-ups are aborted downloads')
       for (const line of cli.logs.slice(logsBefore)) assert.ok(!JSON.stringify(line).includes('"stack"'), JSON.stringify(line))
+
+      // One that leaves before the first byte, while storage is still being asked (busy, retry
+      // after 1 s), is an aborted download too.
+      await sleep(PAST_CACHE_MS)
+      front.inject('GET', { kind: 'status', status: 503, code: 'ServerBusy', retryAfter: '1' }, 1)
+      await curl(['--max-time', '0.3', '-o', '/dev/null', `${url}/pkg/hangup/plain`])
+      await until('the early hang-up counted', async () => await count(aborted) >= abortedBefore + 3 ? true : undefined, 10_000, 100)
+      assert.equal(await count(interrupted), errorsBefore)
+
+      // One that leaves before the first byte, while storage is still being asked (busy, retry
+      // after 1 s), is an aborted download too.
+      await sleep(PAST_CACHE_MS)
+      front.inject('GET', { kind: 'status', status: 503, code: 'ServerBusy', retryAfter: '1' }, 1)
+      await curl(['--max-time', '0.3', '-o', '/dev/null', `${url}/pkg/large/good`])
+      await until('the early hang-up counted', async () => await count(aborted) >= abortedBefore + 3 ? true : undefined, 10_000, 100)
+      assert.equal(await count(interrupted), errorsBefore)
     })
 
     await t.test('parallel reads (1 MiB chunks, 4 connections): curl and wget get the blob whole, every range pinned', async (t) => {
