@@ -180,7 +180,14 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   const minSpeedup = opts.minSpeedup ?? 1.5
   const controller = new AbortController()
   const chunks: Chunk[] = []
-  for (let at = opts.start; at <= opts.end; at += chunkBytes) chunks.push(newChunk(at, Math.min(opts.end, at + chunkBytes - 1)))
+  // The speed test (below) reads a first chunk of twice the size alone, when there is enough
+  // after it to be worth measuring.
+  const testing = minSpeedup > 0 && opts.end - opts.start + 1 > 4 * chunkBytes
+  for (let at = opts.start; at <= opts.end;) {
+    const size = testing && at === opts.start ? 2 * chunkBytes : chunkBytes
+    chunks.push(newChunk(at, Math.min(opts.end, at + size - 1)))
+    at += size
+  }
   let first = opts.first
   let head = 0
   let next = 0
@@ -189,11 +196,14 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   let finished = false
   // The speed test: the first chunk alone, then every connection; `allowed` reads at a time.
   // One read's speed is taken over the second half of the first chunk: the first bytes of a
-  // download carry the start's costs (a new connection, code not yet optimized).
+  // download carry the start's costs (a new connection, and in a process just started, code
+  // not yet optimized, which made a half-chunk measure too low and parallel reads look good).
   let halfway: { readonly at: number, readonly bytes: number } | undefined
-  let allowed = chunks.length > 2 && minSpeedup > 0 ? 1 : connections
+  let allowed = testing ? 1 : connections
   let received = 0
-  let probe: { readonly at: number, readonly from: number, readonly single: number } | undefined
+  // The parallel side is timed from its first byte: its new connections' set-up is the start's
+  // cost too, and would weigh most where connections are few.
+  let probe: { at: number | undefined, from: number, readonly single: number } | undefined
 
   // A high-water mark near a read's size: the client's socket, not this stream, paces the reads.
   const out = new Readable({
@@ -246,7 +256,13 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
 
   /** Judges the speed test once enough has arrived; below `minSpeedup`, the rest is one read. */
   function measure (): void {
-    if (probe === undefined || received - probe.from < connections * chunkBytes) return
+    if (probe === undefined) return
+    if (probe.at === undefined) {
+      probe.at = performance.now()
+      probe.from = received
+      return
+    }
+    if (received - probe.from < connections * chunkBytes) return
     const speedup = (received - probe.from) / (performance.now() - probe.at) / probe.single
     probe = undefined
     if (speedup >= minSpeedup) return
@@ -323,10 +339,10 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         chunk.source = undefined
         chunk.done = true
         inFlight--
-        if (allowed === 1 && probe === undefined && chunk === chunks[0] && chunks.length > 2 && minSpeedup > 0) {
+        if (testing && probe === undefined && chunk === chunks[0]) {
           // The first chunk, read alone: one read's speed. Now every connection.
           const now = performance.now()
-          probe = { at: now, from: received, single: (received - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)) }
+          probe = { at: undefined, from: received, single: (received - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)) }
           allowed = connections
         }
         drain()
