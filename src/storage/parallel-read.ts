@@ -3,9 +3,10 @@
 // far below what one blob can serve (azcopy reads in parallel ranges for the same reason).
 //
 // The range [start, end] is cut into chunks. The chunk being delivered (the head) streams through
-// as it arrives, under the client's backpressure; up to `connections - 1` chunks after it are read
-// ahead at the same time, each into memory reserved from a ReadAheadBudget shared by the whole
-// process. A download that cannot get budget reads with fewer connections (at worst only its head,
+// as it arrives, under the client's backpressure; chunks after it (up to `connections` of them,
+// with at most `connections` reads in flight in all) are read ahead, each into memory from a
+// ReadAheadBudget shared by the whole process. Each download first tests whether that pays
+// (see minSpeedup). A download that cannot get budget reads with fewer connections (at worst only its head,
 // which needs none), so it never fails for want of memory, and a slow client holds back only its
 // own window. Each chunk must arrive exactly as long as asked; a chunk whose connection breaks is
 // read again from its next byte, on its own. A consumer that goes away cancels every read in
@@ -64,11 +65,15 @@ export class ReadAheadBudget {
   /** A buffer of exactly `bytes` (a view of a pooled one) if the budget allows; undefined if not. */
   tryAcquire (bytes: number): Buffer | undefined {
     clearTimeout(this.#trim)
-    const at = this.#free.findIndex((b) => b.length >= bytes)
+    if (bytes > this.totalBytes) return undefined
+    // The smallest free buffer that fits: a large one stays for a large ask.
+    let at = -1
+    this.#free.forEach((b, i) => { if (b.length >= bytes && (at < 0 || b.length < (this.#free[at]?.length ?? Infinity))) at = i })
     if (at < 0 && this.#allocated + bytes > this.totalBytes) {
-      // Free buffers too small for this size make room for one that fits.
-      while (this.#free.length > 0 && this.#allocated + bytes > this.totalBytes) this.#allocated -= this.#free.pop()?.length ?? 0
-      if (this.#allocated + bytes > this.totalBytes) return undefined
+      // Free buffers too small for this size make room for one that fits, if that can be enough.
+      const free = this.#free.reduce((n, b) => n + b.length, 0)
+      if (this.#allocated - free + bytes > this.totalBytes) return undefined
+      while (this.#allocated + bytes > this.totalBytes) this.#allocated -= this.#free.pop()?.length ?? 0
     }
     let pooled: Buffer
     if (at >= 0) {
@@ -204,6 +209,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   // The parallel side is timed from its first byte: its new connections' set-up is the start's
   // cost too, and would weigh most where connections are few.
   let probe: { at: number | undefined, from: number, readonly single: number } | undefined
+  let refused = false
 
   // A high-water mark near a read's size: the client's socket, not this stream, paces the reads.
   const out = new Readable({
@@ -245,8 +251,15 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       const chunk = chunks[next]
       if (chunk === undefined || finished) return
       if (next !== head) {
-        chunk.copy = budget.tryAcquire(chunk.end - chunk.start + 1)
-        if (chunk.copy === undefined) return
+        // The rest as one read (after a speed test that found no gain) waits to be the head.
+        const length = chunk.end - chunk.start + 1
+        if (length > chunkBytes) return
+        chunk.copy = budget.tryAcquire(length)
+        if (chunk.copy === undefined) {
+          // The speed test would judge fewer connections than it was asked about.
+          if (probe !== undefined) refused = true
+          return
+        }
       }
       next++
       inFlight++
@@ -265,7 +278,8 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     if (received - probe.from < connections * chunkBytes) return
     const speedup = (received - probe.from) / (performance.now() - probe.at) / probe.single
     probe = undefined
-    if (speedup >= minSpeedup) return
+    // Without the budget for every connection, the test measured something else: no verdict.
+    if (speedup >= minSpeedup || refused) return
     allowed = 1
     const rest = chunks[next]
     if (rest !== undefined) chunks.splice(next, chunks.length - next, newChunk(rest.start, opts.end))
@@ -313,7 +327,8 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         if (chunks[head] === chunk) drain()
       })
       source.on('end', () => { settle(chunk.received < length ? new ShortReadError(`storage sent ${chunk.received} of the ${length} bytes asked for at ${chunk.start}`) : undefined) })
-      source.on('error', (err) => { settle(err) })
+      // An error after the last byte (before 'end') loses nothing: the chunk is complete.
+      source.on('error', (err) => { settle(chunk.received === length ? undefined : err) })
       // A head read without reserved memory waits on the client; the others read on into theirs.
       if (chunks[head] === chunk && !wanted && chunk.copy === undefined) source.pause()
       else source.resume()

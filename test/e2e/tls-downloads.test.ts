@@ -299,14 +299,6 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       await curl(['--max-time', '0.3', '-o', '/dev/null', `${url}/pkg/hangup/plain`])
       await until('the early hang-up counted', async () => await count(aborted) >= abortedBefore + 3 ? true : undefined, 10_000, 100)
       assert.equal(await count(interrupted), errorsBefore)
-
-      // One that leaves before the first byte, while storage is still being asked (busy, retry
-      // after 1 s), is an aborted download too.
-      await sleep(PAST_CACHE_MS)
-      front.inject('GET', { kind: 'status', status: 503, code: 'ServerBusy', retryAfter: '1' }, 1)
-      await curl(['--max-time', '0.3', '-o', '/dev/null', `${url}/pkg/large/good`])
-      await until('the early hang-up counted', async () => await count(aborted) >= abortedBefore + 3 ? true : undefined, 10_000, 100)
-      assert.equal(await count(interrupted), errorsBefore)
     })
 
     await t.test('parallel reads (1 MiB chunks, 4 connections): curl and wget get the blob whole, every range pinned', async (t) => {

@@ -18,7 +18,7 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 /** A reader over `blob` that sends each range in small pieces after a random delay. */
 function reader (blob: Buffer, opts: {
-  fault?: (start: number, end: number, call: number) => 'short' | 'long' | 'error' | 'hang' | undefined
+  fault?: (start: number, end: number, call: number) => 'short' | 'long' | 'error' | 'hang' | 'late' | undefined
   /** Milliseconds per piece: on each read's own clock (a limit per connection), or on one clock all reads share (a limit on the whole). */
   pace?: { readonly perRead: number } | { readonly shared: number }
 } = {}) {
@@ -51,7 +51,7 @@ function reader (blob: Buffer, opts: {
       if (signal.aborted) { stream.destroy(); return }
       if (fault === 'hang' && at > start) return
       if (at > stop) {
-        if (fault === 'short') stream.destroy(new Error('ECONNRESET'))
+        if (fault === 'short' || fault === 'late') stream.destroy(new Error('ECONNRESET'))
         else stream.push(null)
         return
       }
@@ -221,7 +221,8 @@ test('parallel reads go on only where they pay: a limit per connection keeps the
 
   // Storage (or a busy process) whose limit is the whole: after the speed test, one read.
   const shared = reader(blob, { pace: { shared: 2 } })
-  const slow = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: shared.read }))
+  const own = new ReadAheadBudget(4096 * KiB)
+  const slow = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget: own, readRange: shared.read }))
   assert.equal(sha(slow), sha(blob))
   const ranges = shared.stats.ranges
   const lastRange = ranges[ranges.length - 1]
@@ -229,7 +230,22 @@ test('parallel reads go on only where they pay: a limit per connection keeps the
   // The first chunk alone, the test's reads (those started while it measured), then one.
   assert.ok(ranges.length <= 1 + 2 * 4 + 1, `${ranges.length} reads`)
   assert.equal(ranges.map(([s, e]) => e - s + 1).reduce((a, b) => a + b, 0), blob.length, 'every byte asked for once')
-  assert.equal(budget.inUse, 0)
+  assert.equal(own.inUse, 0)
+  assert.ok(own.allocated <= 5 * chunkBytes, `the rest, read as one, took no read-ahead: ${own.allocated} allocated`)
+
+  // Without budget for every connection the test measures something else: no verdict, reads go on by chunk.
+  const starved = reader(blob, { pace: { shared: 2 } })
+  const small = new ReadAheadBudget(chunkBytes)
+  const got = await collect(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget: small, readRange: starved.read }))
+  assert.equal(sha(got), sha(blob))
+  assert.equal(starved.stats.ranges.length, blob.length / chunkBytes - 1, JSON.stringify(starved.stats.ranges))
+})
+
+test('a read that fails after its last byte loses nothing: the chunk is complete', async () => {
+  const blob = randomBytes(256 * KiB)
+  const { read } = reader(blob, { fault: (start) => start === 64 * KiB ? 'late' : undefined })
+  const got = await collect(parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes: 32 * KiB, connections: 3, budget: new ReadAheadBudget(1024 * KiB), readRange: read }))
+  assert.equal(sha(got), sha(blob))
 })
 
 test('the read-ahead budget is a pool: buffers are reused, never more than its total is allocated', () => {
@@ -248,10 +264,21 @@ test('the read-ahead budget is a pool: buffers are reused, never more than its t
   budget.release(again)
   budget.release(b)
   assert.equal(budget.inUse, 0)
+  // More than the total is refused without dropping the pool.
+  assert.equal(budget.tryAcquire(11 * KiB), undefined)
+  assert.equal(budget.allocated, 8 * KiB)
   // Free buffers too small make room for a larger one: still within the total.
   const large = budget.tryAcquire(9 * KiB)
   assert.ok(large !== undefined)
   assert.ok(budget.allocated <= 10 * KiB, `${budget.allocated} allocated`)
+  budget.release(large)
+  // The smallest free buffer that fits is the one lent.
+  const pool = new ReadAheadBudget(10 * KiB)
+  const [six, two] = [pool.tryAcquire(6 * KiB), pool.tryAcquire(2 * KiB)]
+  assert.ok(six !== undefined && two !== undefined)
+  pool.release(six)
+  pool.release(two)
+  assert.equal(pool.tryAcquire(2 * KiB)?.buffer, two.buffer)
 })
 
 test('an idle pool lets its buffers go', async () => {
