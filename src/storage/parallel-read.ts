@@ -208,8 +208,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   let received = 0
   // The parallel side is timed from its first byte: its new connections' set-up is the start's
   // cost too, and would weigh most where connections are few.
-  let probe: { at: number | undefined, from: number, readonly single: number } | undefined
-  let refused = false
+  let probe: { at: number | undefined, from: number, readonly single: number, most: number } | undefined
 
   // A high-water mark near a read's size: the client's socket, not this stream, paces the reads.
   const out = new Readable({
@@ -255,14 +254,11 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         const length = chunk.end - chunk.start + 1
         if (length > chunkBytes) return
         chunk.copy = budget.tryAcquire(length)
-        if (chunk.copy === undefined) {
-          // The speed test would judge fewer connections than it was asked about.
-          if (probe !== undefined) refused = true
-          return
-        }
+        if (chunk.copy === undefined) return
       }
       next++
       inFlight++
+      if (probe !== undefined) probe.most = Math.max(probe.most, inFlight)
       fetch(chunk).catch(fail)
     }
   }
@@ -277,9 +273,11 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     }
     if (received - probe.from < connections * chunkBytes) return
     const speedup = (received - probe.from) / (performance.now() - probe.at) / probe.single
+    const most = probe.most
     probe = undefined
-    // Without the budget for every connection, the test measured something else: no verdict.
-    if (speedup >= minSpeedup || refused) return
+    // Without every connection in flight at some point (the budget was held by other downloads),
+    // the test measured something else: no verdict.
+    if (speedup >= minSpeedup || most < connections) return
     allowed = 1
     const rest = chunks[next]
     if (rest !== undefined) chunks.splice(next, chunks.length - next, newChunk(rest.start, opts.end))
@@ -357,7 +355,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         if (testing && probe === undefined && chunk === chunks[0]) {
           // The first chunk, read alone: one read's speed. Now every connection.
           const now = performance.now()
-          probe = { at: undefined, from: received, single: (received - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)) }
+          probe = { at: undefined, from: received, single: (received - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)), most: 0 }
           allowed = connections
         }
         drain()
