@@ -62,6 +62,8 @@ export class ReadAheadBudget {
   /** Bytes the pool holds, lent out or free: what read-ahead costs the process in memory. */
   get allocated (): number { return this.#allocated }
 
+  #freeBytes (): number { return this.#free.reduce((n, b) => n + b.length, 0) }
+
   /** A buffer of exactly `bytes` (a view of a pooled one) if the budget allows; undefined if not. */
   tryAcquire (bytes: number): Buffer | undefined {
     clearTimeout(this.#trim)
@@ -71,15 +73,11 @@ export class ReadAheadBudget {
     this.#free.forEach((b, i) => { if (b.length >= bytes && (at < 0 || b.length < (this.#free[at]?.length ?? Infinity))) at = i })
     if (at < 0 && this.#allocated + bytes > this.totalBytes) {
       // Free buffers too small for this size make room for one that fits, if that can be enough.
-      const free = this.#free.reduce((n, b) => n + b.length, 0)
-      if (this.#allocated - free + bytes > this.totalBytes) return undefined
+      if (this.#allocated - this.#freeBytes() + bytes > this.totalBytes) return undefined
       while (this.#allocated + bytes > this.totalBytes) this.#allocated -= this.#free.pop()?.length ?? 0
     }
-    let pooled: Buffer
-    if (at >= 0) {
-      pooled = this.#free[at] ?? Buffer.alloc(0)
-      this.#free.splice(at, 1)
-    } else {
+    let pooled = at >= 0 ? this.#free.splice(at, 1)[0] : undefined
+    if (pooled === undefined) {
       pooled = Buffer.allocUnsafeSlow(bytes)
       this.#allocated += bytes
     }
@@ -99,7 +97,7 @@ export class ReadAheadBudget {
       // An idle server (a node's scripts done) does not keep the pool: its memory goes back.
       clearTimeout(this.#trim)
       this.#trim = setTimeout(() => {
-        this.#allocated -= this.#free.reduce((n, b) => n + b.length, 0)
+        this.#allocated -= this.#freeBytes()
         this.#free.length = 0
       }, this.#idleMs).unref()
     }
