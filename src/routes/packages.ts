@@ -18,6 +18,7 @@ import { askableInOne, planResponse } from '../http/conditional.ts'
 import type { Plan } from '../http/conditional.ts'
 import type { Manifest, PackageEntry } from '../manifest/parse.ts'
 import { IntegrityError } from '../storage/sha256.ts'
+import { lendTo } from '../storage/parallel-read.ts'
 import { isStorageError } from '../storage/types.ts'
 import type { BlobProperties, OpenedBlob } from '../storage/types.ts'
 
@@ -163,6 +164,9 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     // here: its 'close' has been and gone. Fastify destroys the body it can no longer send.
     if (reply.raw.destroyed) metrics.downloads.inc({ result: 'aborted' })
     else reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
+    // Fastify pipes a stream straight into the response (no onSend hook here changes the
+    // payload): a parallel read may lend it its read-ahead instead of copying it out.
+    lendTo(body, reply.raw)
     return reply.send(body)
   }
 

@@ -86,8 +86,8 @@ export class ReadAheadBudget {
   }
 
   /**
-   * Takes back a buffer from tryAcquire. The caller must hold no view of it any more: its bytes
-   * were copied out, never handed on.
+   * Takes back a buffer from tryAcquire. No view of it may be in use any more: its bytes were
+   * copied out, or handed on and have since left the process (see lendTo).
    */
   release (buffer: Buffer): void {
     const pooled = buffer.byteOffset === 0 && buffer.buffer.byteLength > buffer.length ? Buffer.from(buffer.buffer, 0, buffer.buffer.byteLength) : buffer
@@ -102,6 +102,31 @@ export class ReadAheadBudget {
       }, this.#idleMs).unref()
     }
   }
+}
+
+/**
+ * Where a parallel read's bytes are written (an HTTP response): what lendTo needs to know when
+ * they have left the process. Its `writableLength` counts the bytes written to it that its socket
+ * has not yet handed to the kernel.
+ */
+export interface Outlet {
+  readonly writableLength: number
+  readonly destroyed: boolean
+  on (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
+}
+
+const lenders = new WeakMap<Readable, (outlet: Outlet) => void>()
+
+/**
+ * Tells a parallel read's body (from parallelRead; any other stream is left as it is) that it
+ * is piped straight into `outlet`. From then on, read-ahead bytes are handed on as views of their
+ * pooled buffer instead of copies, and the buffer goes back to the pool only once nothing is
+ * waiting in the body or in the outlet (its socket took every byte), or the outlet is closed.
+ * A copy of every byte was as much garbage again as storage's own pieces: a fifth more peak RSS
+ * and up to twice the CPU in collections with parallel reads on.
+ */
+export function lendTo (body: Readable, outlet: Outlet): void {
+  lenders.get(body)?.(outlet)
 }
 
 /** A digest over the bytes in delivery order; `verify` before the last ones are let go. */
@@ -150,8 +175,9 @@ interface Chunk {
   received: number
   /**
    * A chunk read ahead of its client: its bytes are copied into this buffer from the budget's
-   * pool as they arrive (storage's pieces die young), and copied out again as the client takes
-   * them, so the pooled buffer is never lent beyond this stream.
+   * pool as they arrive (storage's pieces die young). They are handed on as views of it when the
+   * stream is lent to its outlet (lendTo), and copied out otherwise, so that a pooled buffer is
+   * never reused while a byte of it may still be waiting to be sent.
    */
   copy: Buffer | undefined
   /** Bytes of `copy` handed to the client so far. */
@@ -162,8 +188,10 @@ interface Chunk {
   done: boolean
 }
 
-/** The most handed to the client in one piece from a read-ahead buffer. */
+/** The most handed to the client in one copied piece from a read-ahead buffer. */
 const PIECE_BYTES = 64 * 1024
+/** The most handed on in one view of a read-ahead buffer (lent: no copy to bound). */
+const LENT_PIECE_BYTES = 256 * 1024
 
 /** A read that ended before its last byte: read on from the next one. */
 export class ShortReadError extends Error {
@@ -197,6 +225,11 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   let inFlight = 0
   let wanted = false
   let finished = false
+  // Set by lendTo: read-ahead is handed on as views, and each buffer waits in `lent` until every
+  // byte pushed before it was given back has left (`until`: the bytes pushed by then).
+  let outlet: Outlet | undefined
+  const lent: Array<{ readonly buffer: Buffer, readonly until: number }> = []
+  let pushed = 0
   // The speed test: the first chunk alone, then every connection; `allowed` reads at a time.
   // One read's speed is taken over the second half of the first chunk: the first bytes of a
   // download carry the start's costs (a new connection, and in a process just started, code
@@ -213,6 +246,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     highWaterMark: 64 * 1024,
     read () {
       wanted = true
+      reclaim()
       drain()
     },
     destroy (err, callback) {
@@ -225,13 +259,35 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         giveBack(chunk)
       }
       callback(err)
+      reclaim()
     }
+  })
+  lenders.set(out, (to) => {
+    if (outlet !== undefined) return
+    outlet = to
+    for (const event of ['drain', 'finish', 'close'] as const) to.on(event, reclaim)
   })
 
   function giveBack (chunk: Chunk): void {
     if (chunk.copy === undefined) return
-    budget.release(chunk.copy)
+    if (outlet === undefined) budget.release(chunk.copy)
+    else lent.push({ buffer: chunk.copy, until: pushed })
     chunk.copy = undefined
+  }
+
+  /**
+   * Lent buffers go back to the pool once their bytes have left: bytes leave in the order pushed,
+   * and what has not yet left is at most what waits in this stream plus what the outlet holds
+   * (its count may include bytes of its own, such as headers: then this errs on the safe side).
+   * A destroyed outlet holds nothing, and a destroyed stream will push nothing it holds.
+   */
+  function reclaim (): void {
+    if (outlet === undefined) return
+    const left = pushed - (out.destroyed ? 0 : out.readableLength) - outlet.writableLength
+    for (let first = lent[0]; first !== undefined && (outlet.destroyed || first.until <= left); first = lent[0]) {
+      lent.shift()
+      budget.release(first.buffer)
+    }
   }
 
   function fail (err: unknown): void {
@@ -244,6 +300,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
    * next one while the head is still arriving.
    */
   function launch (): void {
+    reclaim()
     while (inFlight < allowed && next <= head + connections) {
       const chunk = chunks[next]
       if (chunk === undefined || finished) return
@@ -391,12 +448,13 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   function take (chunk: Chunk, last: boolean): Buffer | undefined {
     const holdLast = last && !chunk.done && opts.check !== undefined
     if (chunk.copy !== undefined) {
-      const upTo = Math.min(chunk.received - (holdLast ? 1 : 0), chunk.delivered + PIECE_BYTES)
+      const upTo = Math.min(chunk.received - (holdLast ? 1 : 0), chunk.delivered + (outlet !== undefined ? LENT_PIECE_BYTES : PIECE_BYTES))
       if (upTo <= chunk.delivered) return undefined
-      // A copy: the pooled buffer goes back to the budget while the socket may still hold this.
-      const piece = Buffer.from(chunk.copy.subarray(chunk.delivered, upTo))
+      // Lent, a view (the buffer waits for the outlet); otherwise a copy, as the pooled buffer
+      // goes back to the budget while a socket may still hold this.
+      const view = chunk.copy.subarray(chunk.delivered, upTo)
       chunk.delivered = upTo
-      return piece
+      return outlet !== undefined ? view : Buffer.from(view)
     }
     if (holdLast && chunk.pieces.length === 1) return undefined
     return chunk.pieces.shift()
@@ -428,6 +486,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
           const err = opts.check?.verify()
           if (err !== undefined) { fail(err); return }
         }
+        pushed += data.length
         if (!out.push(data)) wanted = false
       }
       if (!wanted) {

@@ -314,6 +314,17 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       const wget = await run('wget', ['-q', '-O', join(dir, 'parallel.bin'), `${parallel.url}/pkg/large/good`])
       assert.equal(wget.code, 0)
       assert.equal(sha256(await readFile(join(dir, 'parallel.bin'))), sha256(large))
+      // Downloads at once share the 8 MiB of read-ahead, handed on as views of its buffers; one
+      // client is slow, so its socket's queue fills and its buffers must wait for it before any
+      // other download reuses them. Every client gets the blob whole.
+      const together = await Promise.all([
+        curl(['-f', '--limit-rate', '8M', `${parallel.url}/pkg/large/good`]),
+        ...Array.from({ length: 3 }, async () => curl(['-f', `${parallel.url}/pkg/large/good`]))
+      ])
+      for (const r of together) {
+        assert.equal(r.code, 0)
+        assert.equal(sha256(r.stdout), sha256(large))
+      }
       const bad = await curl([`${parallel.url}/pkg/large/bad`])
       assert.notEqual(bad.code, 0, 'a wrong digest breaks the reassembled transfer')
       const metrics = (await curl([`${parallel.url}/metrics`])).stdout.toString()

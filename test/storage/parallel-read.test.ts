@@ -5,11 +5,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { EventEmitter } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ReadAheadBudget, parallelRead } from '../../src/storage/parallel-read.ts'
+import { ReadAheadBudget, lendTo, parallelRead } from '../../src/storage/parallel-read.ts'
 import type { RangeReader } from '../../src/storage/parallel-read.ts'
 import { until } from '../helpers/until.ts'
 
@@ -145,6 +145,91 @@ test('many downloads share the budget: none fails, and read-ahead never exceeds 
   for (const got of results) assert.equal(sha(got), sha(blob))
   assert.ok(peak <= 256 * KiB, `peak read-ahead ${peak}`)
   assert.equal(budget.inUse, 0)
+})
+
+/**
+ * An outlet that behaves as a socket does: what is written waits in a queue (counted in
+ * writableLength) until it is flushed, a little at a time, at which moment its bytes are copied
+ * out, as the kernel copies what a socket sends. A lent buffer reused too early shows here as
+ * bytes of another chunk in what was flushed.
+ */
+class QueueOutlet extends EventEmitter {
+  writableLength = 0
+  destroyed = false
+  readonly queue: Buffer[] = []
+  readonly sent: Buffer[] = []
+  write (data: Buffer): void {
+    this.queue.push(data)
+    this.writableLength += data.length
+  }
+
+  /** Sends up to `bytes` from the front of the queue; 'drain' when it is empty. */
+  flush (bytes: number): void {
+    while (bytes > 0 && this.queue.length > 0) {
+      const first = this.queue[0] ?? Buffer.alloc(0)
+      const n = Math.min(bytes, first.length)
+      this.sent.push(Buffer.from(first.subarray(0, n)))
+      if (n === first.length) this.queue.shift()
+      else this.queue[0] = first.subarray(n)
+      this.writableLength -= n
+      bytes -= n
+    }
+    if (this.writableLength === 0) this.emit('drain')
+  }
+}
+
+test('a body lent to its outlet hands on views of its read-ahead; a buffer goes back only once its bytes have left', async () => {
+  const blob = randomBytes(2048 * KiB + 5)
+  const chunkBytes = 128 * KiB
+  // Three buffers for four downloads of sixteen chunks each: every buffer is reused many times.
+  const budget = new ReadAheadBudget(3 * chunkBytes)
+  const downloads = Array.from({ length: 4 }, async (_, i) => {
+    const { read } = reader(blob)
+    const outlet = new QueueOutlet()
+    const body = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: read })
+    lendTo(body, outlet)
+    let views = 0
+    body.on('data', (data: Buffer) => {
+      if (data.buffer.byteLength === chunkBytes) views++
+      outlet.write(data)
+    })
+    // The socket sends at its own pace, some of the queue at a time: slowest for the first.
+    const pace = setInterval(() => { outlet.flush((i + 1) * 48 * KiB) }, 1)
+    await once(body, 'end')
+    await until('the queue sent', () => outlet.writableLength === 0 ? true : undefined)
+    clearInterval(pace)
+    assert.equal(sha(Buffer.concat(outlet.sent)), sha(blob), `download ${i}`)
+    assert.ok(views > 0, 'read-ahead was handed on as views of pooled buffers')
+    return outlet
+  })
+  const outlets = await Promise.all(downloads)
+  assert.equal(budget.inUse, 0, 'every lent buffer went back once its bytes had left')
+  assert.ok(budget.allocated <= budget.totalBytes)
+  assert.equal(outlets.length, 4)
+})
+
+test('a lent buffer waits while its bytes are queued, and goes back when the outlet drains or closes', async () => {
+  const blob = randomBytes(1024 * KiB)
+  const chunkBytes = 128 * KiB
+  for (const end of ['drain', 'close'] as const) {
+    const { read } = reader(blob)
+    const budget = new ReadAheadBudget(4 * chunkBytes)
+    const outlet = new QueueOutlet()
+    const body = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: read })
+    lendTo(body, outlet)
+    body.on('data', (data: Buffer) => { outlet.write(data) })
+    await once(body, 'end')
+    // Nothing has been sent: the read-ahead buffers hold bytes still queued.
+    assert.ok(budget.inUse > 0, `${end}: buffers held while their bytes wait`)
+    if (end === 'drain') {
+      outlet.flush(blob.length)
+      assert.equal(sha(Buffer.concat(outlet.sent)), sha(blob))
+    } else {
+      outlet.destroyed = true
+      outlet.emit('close')
+    }
+    assert.equal(budget.inUse, 0, `${end}: every buffer back`)
+  }
 })
 
 test('a slow consumer holds back only its own window', async () => {
