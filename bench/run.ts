@@ -25,6 +25,7 @@ import type { ContainerClient } from '@azure/storage-blob'
 import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from '../scripts/azurite.ts'
 import type { AzuriteProcess } from '../scripts/azurite.ts'
 import { startThrottleRelay } from './throttle-relay.ts'
+import { READ_DEFAULTS } from '../src/cli/config.ts'
 
 const QUICK = process.argv.includes('--quick')
 /** `--only=parallel`: only the parallel-reads case (issue 16), on TLS storage seeded for it. */
@@ -432,7 +433,7 @@ async function parallelCase (azurite: AzuriteProcess, largeSha256: string): Prom
   const byConnections: Record<string, number> = {}
   for (const n of QUICK ? [1] : [1, 2, 4, 6, 8]) {
     // The budget is no limit here: the curve is about connections.
-    byConnections[n] = await download(limited.env, ['--read-connections', String(n), '--read-ahead', String(4 * (n + 1))])
+    byConnections[n] = await download(limited.env, ['--read-connections', String(n), '--read-ahead', String(READ_DEFAULTS.readChunk * (n + 1))])
     log(`parallel reads: ${n} connection(s) at R = ${R / 1e6} MB/s: ${byConnections[n]?.toFixed(0) ?? ''} MB/s`)
   }
   const byRate: Record<string, number> = { [R / 1e6]: atDefault }

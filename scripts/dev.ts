@@ -13,6 +13,7 @@ import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
+import { READ_DEFAULTS } from '../src/cli/config.ts'
 import { createLogger } from '../src/cli/logger.ts'
 import { startServer } from '../src/server.ts'
 import type { RunningServer } from '../src/server.ts'
@@ -84,10 +85,7 @@ async function main (): Promise<void> {
       manifest: 'packages.toml',
       pollInterval: 2,
       storageTimeout: 30,
-      readConnections: 4,
-      readChunk: 4,
-      readAhead: 24,
-      readMinSpeedup: 1.5,
+      ...READ_DEFAULTS,
       host: 'localhost'
     }
     try {

@@ -32,6 +32,14 @@ export const storageOptionsSchema = z.object({
 export type StorageConfig = Readonly<z.infer<typeof storageOptionsSchema>>
 
 /** The package server's flags, shared by `serve` and `run`. */
+/**
+ * How a server reads large blobs unless told otherwise: the flags' defaults, and the local
+ * setup's (scripts/dev.ts). 2 MiB chunks on 6 connections within 12 MiB of read-ahead: ~3.7× one
+ * connection's speed from storage that limits each connection, with peak RSS within ~25 MiB of
+ * one read per download (bench/README.md has the curve).
+ */
+export const READ_DEFAULTS = { readConnections: 6, readChunk: 2, readAhead: 12, readMinSpeedup: 1.5 } as const
+
 export const serverOptionsSchema = storageOptionsSchema.extend({
   port,
   host: z.string().min(1, 'must not be empty'),

@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
 import { z } from 'zod'
-import { LOG_LEVELS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
+import { LOG_LEVELS, READ_DEFAULTS, parseBooleanEnv, parseConfig, publishConfigSchema, runConfigSchema, serveConfigSchema, validateConfigSchema } from './config.ts'
 import { publish } from './commands/publish.ts'
 import { validate } from './commands/validate.ts'
 import { run } from './commands/run.ts'
@@ -80,10 +80,10 @@ function serverOptions (command: Command, env: Env, defaultPort: string): Comman
     .addOption(flag('--host <host>', 'address to bind; localhost means 127.0.0.1 and ::1').default('localhost'))
     .addOption(flag('--manifest <blob>', 'manifest blob in the container').default('packages.toml'))
     .addOption(flag('--poll-interval <seconds>', 'seconds between manifest checks (0 disables)').default('30'))
-    .addOption(flag('--read-connections <n>', 'storage connections one large download reads over at once (1: one read)').default('6'))
-    .addOption(flag('--read-chunk <MiB>', 'size of each ranged read; blobs of two chunks or more are read in parallel').default('4'))
-    .addOption(flag('--read-ahead <MiB>', 'read-ahead memory shared by all downloads; a download without budget reads with fewer connections').default('24'))
-    .addOption(flag('--read-min-speedup <x>', 'a download goes on in parallel only if that is x times faster than its first chunk read alone (0: always)').default('1.5'))
+    .addOption(flag('--read-connections <n>', 'storage connections one large download reads over at once (1: one read)').default(String(READ_DEFAULTS.readConnections)))
+    .addOption(flag('--read-chunk <MiB>', 'size of each ranged read; blobs of two chunks or more are read in parallel').default(String(READ_DEFAULTS.readChunk)))
+    .addOption(flag('--read-ahead <MiB>', 'read-ahead memory shared by all downloads; a download without budget reads with fewer connections').default(String(READ_DEFAULTS.readAhead)))
+    .addOption(flag('--read-min-speedup <x>', 'a download goes on in parallel only if that is x times faster than its first chunk read alone (0: always)').default(String(READ_DEFAULTS.readMinSpeedup)))
 }
 
 export class UsageError extends UserError {
