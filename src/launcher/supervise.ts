@@ -94,11 +94,22 @@ export function alive (pid: number): boolean {
   }
 }
 
+/** The process group of pid (field 5 of /proc/PID/stat), or undefined once it is gone. */
+function groupOf (pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
+  } catch {
+    return undefined
+  }
+}
+
 /** Ends pid's process group and the descendants /proc still links to it (the fallback). */
 async function stopTree (pid: number, graceMs: number): Promise<void> {
   const tree = [pid, ...await descendants(pid)]
   signal(-pid, 'SIGTERM')
-  for (const p of tree) signal(p, 'SIGTERM')
+  // The rest of the tree (those that left the group): the group's members have had theirs.
+  for (const p of tree) if (groupOf(p) !== pid) signal(p, 'SIGTERM')
   const deadline = Date.now() + graceMs
   while (Date.now() < deadline && tree.some(alive)) await sleep(50)
   const late = await descendants(pid)
@@ -141,10 +152,12 @@ export function runScript (file: string, args: readonly string[], env: NodeJS.Pr
   const end = (graceMs: number): Promise<void> => {
     stopping ??= (async () => {
       const pid = child.pid
-      if (pid !== undefined) signal(-pid, 'SIGTERM')
       if (cgroup !== undefined) {
+        // Not the group first as well: its members are in the cgroup too, and a second SIGTERM
+        // runs a script's TERM trap a second time.
         await stopCgroup(cgroup, graceMs)
-        // nsenter and, in node mode, its child before the shim joined: in the group, not the cgroup.
+        // nsenter (which ends with its child) and, in node mode, its child before the shim
+        // joined: in the group, not the cgroup.
         if (pid !== undefined && groupAlive(pid)) await stopTree(pid, graceMs)
       } else if (pid !== undefined) {
         await stopTree(pid, graceMs)

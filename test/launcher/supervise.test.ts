@@ -1,8 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
 import { joinArgv } from '../../src/launcher/cgroup.ts'
 import { alive, runScript } from '../../src/launcher/supervise.ts'
 import type { ScriptLog } from '../../src/launcher/supervise.ts'
@@ -64,3 +65,24 @@ test('with a cgroup: a daemon left behind when the script exits is stopped, with
   assert.match(log.warnings.join('\n'), /left 1 process\(es\) running in its cgroup/)
   assert.equal(existsSync(dir), false)
 })
+
+for (const how of ['with a cgroup', 'without a cgroup'] as const) {
+  test(`${how}: stop sends each of the script's processes one SIGTERM, not one per way of finding it`, { skip: how === 'without a cgroup' || typeof root === 'string' ? false : root.unavailable }, async (t) => {
+    const dir = how === 'with a cgroup' ? join(await testCgroup(t, 'supervise'), 'pkg-serve-run.once') : undefined
+    if (dir !== undefined) await mkdir(dir)
+    const terms = join(await mkdtemp(join(tmpdir(), 'pkg-serve-terms-')), 'terms')
+    t.after(async () => { await rm(dirname(terms), { recursive: true, force: true }) })
+    const log = collect()
+    // A script that records every SIGTERM at once (bash runs a trap straight away in `wait`) and
+    // goes on: a second one would be a second line. SIGKILL ends it after the grace period.
+    const script = ['/bin/bash', '-c', `trap 'echo term >> ${terms}' TERM; sleep 300 & echo ready; while :; do wait; done`]
+    const [file = '', ...args] = dir !== undefined ? joinArgv(dir, script) : script
+    const run = runScript(file, args, {}, log, { cgroup: dir, graceMs: 500 })
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => { if (log.lines.includes('stdout: ready')) { clearInterval(timer); resolve() } }, 10)
+    })
+    const result = await run.stop(500)
+    assert.equal(result.stopped, true)
+    assert.deepEqual((await readFile(terms, 'utf8')).trim().split('\n'), ['term'])
+  })
+}
