@@ -166,7 +166,7 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     else reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
     // Fastify pipes a stream straight into the response (no onSend hook here changes the
     // payload): a parallel read may lend it its read-ahead instead of copying it out.
-    lendTo(body, reply.raw)
+    lendTo(body, reply.raw, request.raw.socket)
     return reply.send(body)
   }
 

@@ -105,28 +105,37 @@ export class ReadAheadBudget {
 }
 
 /**
- * Where a parallel read's bytes are written (an HTTP response): what lendTo needs to know when
- * they have left the process. Its `writableLength` counts the bytes written to it that its socket
- * has not yet handed to the kernel.
+ * Where a parallel read's bytes are written (an HTTP response): its `writableLength` counts the
+ * bytes written to it that are not yet handed to the kernel (its own queue, a pipelined
+ * response's included, and its socket's).
  */
 export interface Outlet {
   readonly writableLength: number
-  readonly destroyed: boolean
   on (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
 }
 
-const lenders = new WeakMap<Readable, (outlet: Outlet) => void>()
+/**
+ * The connection under the outlet (the request's socket): once destroyed, its descriptor is
+ * closed and nothing queued on it is ever sent.
+ */
+export interface Connection {
+  readonly destroyed: boolean
+  on (event: 'close', listener: () => void): unknown
+}
+
+const lenders = new WeakMap<Readable, (outlet: Outlet, connection: Connection) => void>()
 
 /**
  * Tells a parallel read's body (from parallelRead; any other stream is left as it is) that it
  * is piped straight into `outlet`. From then on, read-ahead bytes are handed on as views of their
- * pooled buffer instead of copies, and the buffer goes back to the pool only once nothing is
- * waiting in the body or in the outlet (its socket took every byte), or the outlet is closed.
+ * pooled buffer instead of copies, and the buffer goes back to the pool only once none of its
+ * bytes can still be waiting, in the body or in the outlet, or the connection is closed. (A
+ * destroyed response is no proof: on Node 24 a pipelined one still sends what it had queued.)
  * A copy of every byte was as much garbage again as storage's own pieces: a fifth more peak RSS
  * and up to twice the CPU in collections with parallel reads on.
  */
-export function lendTo (body: Readable, outlet: Outlet): void {
-  lenders.get(body)?.(outlet)
+export function lendTo (body: Readable, outlet: Outlet, connection: Connection): void {
+  lenders.get(body)?.(outlet, connection)
 }
 
 /** A digest over the bytes in delivery order; `verify` before the last ones are let go. */
@@ -211,11 +220,13 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   const minSpeedup = opts.minSpeedup ?? 1.5
   const controller = new AbortController()
   const chunks: Chunk[] = []
-  // The speed test (below) reads a first chunk of twice the size alone, when there is enough
-  // after it to be worth measuring.
-  const testing = minSpeedup > 0 && opts.end - opts.start + 1 > 4 * chunkBytes
+  // The speed test (below) reads a first chunk of four chunks' size alone, then judges two
+  // chunks per connection, when there is enough after that to be worth measuring: each side
+  // over two chunks' time per connection, so that a range's time to first byte (tens of ms on
+  // a busy account) weighs no more on one side than on the other, even with small chunks.
+  const testing = minSpeedup > 0 && opts.end - opts.start + 1 > (4 + 4 * connections) * chunkBytes
   for (let at = opts.start; at <= opts.end;) {
-    const size = testing && at === opts.start ? 2 * chunkBytes : chunkBytes
+    const size = testing && at === opts.start ? 4 * chunkBytes : chunkBytes
     chunks.push(newChunk(at, Math.min(opts.end, at + size - 1)))
     at += size
   }
@@ -228,6 +239,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   // Set by lendTo: read-ahead is handed on as views, and each buffer waits in `lent` until every
   // byte pushed before it was given back has left (`until`: the bytes pushed by then).
   let outlet: Outlet | undefined
+  let connection: Connection | undefined
   const lent: Array<{ readonly buffer: Buffer, readonly until: number }> = []
   let pushed = 0
   // The speed test: the first chunk alone, then every connection; `allowed` reads at a time.
@@ -262,15 +274,18 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       reclaim()
     }
   })
-  lenders.set(out, (to) => {
+  lenders.set(out, (to, under) => {
     if (outlet !== undefined) return
     outlet = to
+    connection = under
     for (const event of ['drain', 'finish', 'close'] as const) to.on(event, reclaim)
+    under.on('close', reclaim)
   })
 
   function giveBack (chunk: Chunk): void {
     if (chunk.copy === undefined) return
-    if (outlet === undefined) budget.release(chunk.copy)
+    // A buffer none of whose bytes went out has no view anywhere.
+    if (outlet === undefined || chunk.delivered === 0) budget.release(chunk.copy)
     else lent.push({ buffer: chunk.copy, until: pushed })
     chunk.copy = undefined
   }
@@ -279,12 +294,14 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
    * Lent buffers go back to the pool once their bytes have left: bytes leave in the order pushed,
    * and what has not yet left is at most what waits in this stream plus what the outlet holds
    * (its count may include bytes of its own, such as headers: then this errs on the safe side).
-   * A destroyed outlet holds nothing, and a destroyed stream will push nothing it holds.
+   * What waits in this stream counts even once it is destroyed (a read under way may still emit
+   * a chunk). A closed connection holds nothing.
    */
   function reclaim (): void {
     if (outlet === undefined) return
-    const left = pushed - (out.destroyed ? 0 : out.readableLength) - outlet.writableLength
-    for (let first = lent[0]; first !== undefined && (outlet.destroyed || first.until <= left); first = lent[0]) {
+    // A closed connection: everything; otherwise what has left.
+    const left = connection?.destroyed === true ? Infinity : pushed - out.readableLength - outlet.writableLength
+    for (let first = lent[0]; first !== undefined && first.until <= left; first = lent[0]) {
       lent.shift()
       budget.release(first.buffer)
     }
@@ -326,7 +343,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       probe.from = received
       return
     }
-    if (received - probe.from < connections * chunkBytes) return
+    if (received - probe.from < 2 * connections * chunkBytes) return
     const speedup = (received - probe.from) / (performance.now() - probe.at) / probe.single
     const most = probe.most
     probe = undefined
