@@ -31,14 +31,15 @@ export const storageOptionsSchema = z.object({
 
 export type StorageConfig = Readonly<z.infer<typeof storageOptionsSchema>>
 
-/** The package server's flags, shared by `serve` and `run`. */
 /**
  * How a server reads large blobs unless told otherwise: the flags' defaults, and the local
- * setup's (scripts/dev.ts). 2 MiB chunks on 6 connections within 12 MiB of read-ahead: ~3.7× one
- * connection's speed from storage that limits each connection, with peak RSS within ~25 MiB of
- * one read per download (bench/README.md has the curve).
+ * setup's (scripts/dev.ts). 2 MiB chunks on 6 connections within 12 MiB of read-ahead: ~3.5× one
+ * connection's speed from storage that limits each connection, and 8 downloads at once plus a
+ * slow one peak within ~25 MiB of RSS of the same read one request each (bench/README.md).
  */
 export const READ_DEFAULTS = { readConnections: 6, readChunk: 2, readAhead: 12, readMinSpeedup: 1.5 } as const
+
+/** The package server's flags, shared by `serve` and `run`. */
 
 export const serverOptionsSchema = storageOptionsSchema.extend({
   port,

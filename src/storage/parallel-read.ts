@@ -5,10 +5,12 @@
 // The range [start, end] is cut into chunks. The chunk being delivered (the head) streams through
 // as it arrives, under the client's backpressure; chunks after it (up to `connections` of them,
 // with at most `connections` reads in flight in all) are read ahead, each into memory from a
-// ReadAheadBudget shared by the whole process. Each download first tests whether that pays
-// (see minSpeedup). A download that cannot get budget reads with fewer connections (at worst only its head,
-// which needs none), so it never fails for want of memory, and a slow client holds back only its
-// own window. Each chunk must arrive exactly as long as asked; a chunk whose connection breaks is
+// ReadAheadBudget shared by the whole process. A download long enough to measure first tests
+// whether that pays (see minSpeedup). A download that cannot get budget reads with fewer
+// connections (at worst only its head, which needs none), so it never fails for want of memory,
+// and a slow client holds back only its own window.
+// Read-ahead is handed to the response as views of the pooled buffers when the route lends the
+// body to it (lendTo), copied out otherwise. Each chunk must arrive exactly as long as asked; a chunk whose connection breaks is
 // read again from its next byte, on its own. A consumer that goes away cancels every read in
 // flight and returns the budget.
 //
@@ -112,6 +114,7 @@ export class ReadAheadBudget {
 export interface Outlet {
   readonly writableLength: number
   on (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
+  off (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
 }
 
 /**
@@ -121,6 +124,7 @@ export interface Outlet {
 export interface Connection {
   readonly destroyed: boolean
   on (event: 'close', listener: () => void): unknown
+  off (event: 'close', listener: () => void): unknown
 }
 
 const lenders = new WeakMap<Readable, (outlet: Outlet, connection: Connection) => void>()
@@ -171,8 +175,10 @@ export interface ParallelReadOptions {
   readonly onBytes?: (bytes: number) => void
   /**
    * How many times faster than one read the parallel reads must be to go on (default 1.5).
-   * Measured once per download: the first chunk alone, then `connections` at once. Below it
-   * (storage or this process, not one connection, is the limit), the rest is one read.
+   * Measured once, on a range of more than 4 + 4 × `connections` chunks: four chunks' worth alone,
+   * then every connection until two chunks per connection have arrived. Below it (storage or
+   * this process, not one connection, is the limit), the rest is one read. A shorter range is
+   * read in parallel untested (a verdict would come too late to matter).
    */
   readonly minSpeedup?: number | undefined
 }
@@ -274,11 +280,12 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       reclaim()
     }
   })
+  const events = ['drain', 'finish', 'close'] as const
   lenders.set(out, (to, under) => {
-    if (outlet !== undefined) return
+    if (outlet !== undefined || finished) return
     outlet = to
     connection = under
-    for (const event of ['drain', 'finish', 'close'] as const) to.on(event, reclaim)
+    for (const event of events) to.on(event, reclaim)
     under.on('close', reclaim)
   })
 
@@ -301,9 +308,14 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     if (outlet === undefined) return
     // A closed connection: everything; otherwise what has left.
     const left = connection?.destroyed === true ? Infinity : pushed - out.readableLength - outlet.writableLength
-    for (let first = lent[0]; first !== undefined && first.until <= left; first = lent[0]) {
+    for (let oldest = lent[0]; oldest !== undefined && oldest.until <= left; oldest = lent[0]) {
       lent.shift()
-      budget.release(first.buffer)
+      budget.release(oldest.buffer)
+    }
+    // Done and nothing lent: the listeners go (a keep-alive connection serves many downloads).
+    if (finished && lent.length === 0) {
+      for (const event of events) outlet.off(event, reclaim)
+      connection?.off('close', reclaim)
     }
   }
 
