@@ -8,11 +8,11 @@
 // ReadAheadBudget shared by the whole process. A download long enough to measure first tests
 // whether that pays (see minSpeedup). A download that cannot get budget reads with fewer
 // connections (at worst only its head, which needs none), so it never fails for want of memory,
-// and a slow client holds back only its own window.
-// Read-ahead is handed to the response as views of the pooled buffers when the route lends the
-// body to it (lendTo), copied out otherwise. Each chunk must arrive exactly as long as asked; a chunk whose connection breaks is
-// read again from its next byte, on its own. A consumer that goes away cancels every read in
-// flight and returns the budget.
+// and a slow client holds back only its own window. Read-ahead is handed to the response as
+// views of the pooled buffers when the route lends the body to it (lendTo), copied out otherwise.
+// Each chunk must arrive exactly as long as asked; a chunk whose connection breaks is read again
+// from its next byte, on its own. A consumer that goes away cancels every read in flight and
+// returns the budget.
 //
 // It must never deliver a byte out of order, never hold more than its window, and never outlive
 // the stream it returns. What a chunk read is (the request, its checks, the version it is pinned

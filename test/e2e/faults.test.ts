@@ -161,6 +161,10 @@ test('faults between pkg-serve and storage', async (t) => {
     const rssBefore = rssMiB(pid)
     for (let i = 0; i < 300; i += 10) await Promise.all(Array.from({ length: 10 }, abortOne))
     await until('descriptors to settle', async () => fdCount(pid) <= fdsBefore + 5, 15_000)
+    // Each download of 24 MiB reads its chunks over several storage connections; those still
+    // answering when the client left are closed, the rest go back to undici's pool and close
+    // once idle for its keep-alive (4 s). A leak would never settle.
+    await until('storage connections to settle', async () => proxy.connections <= 10 ? true : undefined, 15_000, 100)
     const rssAfter = rssMiB(pid)
     t.diagnostic(`fds ${fdsBefore} → ${fdCount(pid)}; RSS ${rssBefore.toFixed(0)} → ${rssAfter.toFixed(0)} MiB; storage connections open: ${proxy.connections}`)
     assert.ok(proxy.connections <= 10, `${proxy.connections} storage connections still open`)
