@@ -164,7 +164,7 @@ test('faults between pkg-serve and storage', async (t) => {
     // Each download of 24 MiB reads its chunks over several storage connections; those still
     // answering when the client left are closed, the rest go back to undici's pool and close
     // once idle for its keep-alive (4 s). A leak would never settle.
-    await until('storage connections to settle', async () => proxy.connections <= 10 ? true : undefined, 15_000, 100)
+    await until('storage connections to settle', async () => proxy.connections <= 10, 15_000)
     const rssAfter = rssMiB(pid)
     t.diagnostic(`fds ${fdsBefore} → ${fdCount(pid)}; RSS ${rssBefore.toFixed(0)} → ${rssAfter.toFixed(0)} MiB; storage connections open: ${proxy.connections}`)
     assert.ok(proxy.connections <= 10, `${proxy.connections} storage connections still open`)
