@@ -77,8 +77,9 @@ for (const how of ['with a cgroup', 'without a cgroup'] as const) {
     t.after(async () => { await rm(dirname(terms), { recursive: true, force: true }) })
     const log = collect()
     // A script that records every SIGTERM at once (bash runs a trap straight away in `wait`) and
-    // goes on: a second one would be a second line. SIGKILL ends it after the grace period.
-    const script = ['/bin/bash', '-c', `trap 'echo term >> ${terms}' TERM; sleep 300 & echo ready; while :; do wait; done`]
+    // goes on, waiting on a new sleep (not spinning): a second SIGTERM would be a second line.
+    // SIGKILL ends it after the grace period.
+    const script = ['/bin/bash', '-c', `trap 'echo term >> ${terms}' TERM; echo ready; while :; do sleep 300 & wait $!; done`]
     const [file = '', ...args] = dir !== undefined ? joinArgv(dir, script) : script
     const run = runScript(file, args, {}, log, { cgroup: dir, graceMs: 500 })
     await until('the script ready', () => log.lines.includes('stdout: ready') ? true : undefined)
