@@ -40,7 +40,6 @@ export type StorageConfig = Readonly<z.infer<typeof storageOptionsSchema>>
 export const READ_DEFAULTS = { readConnections: 6, readChunk: 2, readAhead: 12, readMinSpeedup: 1.5 } as const
 
 /** The package server's flags, shared by `serve` and `run`. */
-
 export const serverOptionsSchema = storageOptionsSchema.extend({
   port,
   host: z.string().min(1, 'must not be empty'),
