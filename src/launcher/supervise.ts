@@ -46,6 +46,23 @@ export interface RunOptions {
 /** How long the output may stay silent after the script ended before its pipes are closed. */
 const DRAIN_IDLE_MS = 500
 
+/**
+ * The fields of a /proc/PID/stat line after the command name (state, ppid, pgrp, ...): the name,
+ * in parentheses, may itself hold spaces and parentheses.
+ */
+function statFields (stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+/** pid's stat fields (statFields), or undefined once it is gone. */
+function statOf (pid: number): string[] | undefined {
+  try {
+    return statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
 /** Every live descendant of pid, read from /proc (parent links), deepest last. */
 export async function descendants (pid: number): Promise<number[]> {
   const parents = new Map<number, number[]>()
@@ -57,9 +74,7 @@ export async function descendants (pid: number): Promise<number[]> {
   }
   await Promise.all(entries.filter((e) => /^\d+$/.test(e)).map(async (e) => {
     try {
-      const stat = await readFile(`/proc/${e}/stat`, 'utf8')
-      // Field 4 (ppid) follows the command name in parentheses, which may itself hold spaces.
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      const ppid = Number(statFields(await readFile(`/proc/${e}/stat`, 'utf8'))[1])
       const list = parents.get(ppid) ?? []
       list.push(Number(e))
       parents.set(ppid, list)
@@ -86,22 +101,14 @@ function signal (pid: number, sig: NodeJS.Signals): void {
 
 /** Whether pid still runs; a zombie (exited, waiting to be reaped) counts as gone. */
 export function alive (pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return false
-  }
+  const state = statOf(pid)?.[0]
+  return state !== undefined && state !== 'Z'
 }
 
-/** The process group of pid (field 5 of /proc/PID/stat), or undefined once it is gone. */
+/** The process group of pid, or undefined once it is gone. */
 function groupOf (pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
-  } catch {
-    return undefined
-  }
+  const pgrp = statOf(pid)?.[2]
+  return pgrp === undefined ? undefined : Number(pgrp)
 }
 
 /** Ends pid's process group and the descendants /proc still links to it (the fallback). */
