@@ -18,6 +18,7 @@
 // the stream it returns. What a chunk read is (the request, its checks, the version it is pinned
 // to) is the caller's `readRange`.
 
+import type { EventLoopUtilization } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import { backoffDelay, wait } from '../lib/backoff.ts'
 
@@ -176,9 +177,13 @@ export interface ParallelReadOptions {
   /**
    * How many times faster than one read the parallel reads must be to go on (default 1.5).
    * Measured once, on a range of more than 4 + 4 × `connections` chunks: four chunks' worth alone,
-   * then every connection until two chunks per connection have arrived. Below it (storage or
-   * this process, not one connection, is the limit), the rest is one read. A shorter range is
-   * read in parallel untested (a verdict would come too late to matter).
+   * then every connection until two chunks per connection have gone to the client. Both sides
+   * count bytes handed to the client, not bytes received: read-ahead fills its budget faster
+   * than anything downstream takes it, which made parallel reads look faster to a slow client
+   * or a busy process than they were. Below it (storage, this process or the client, not one
+   * connection, is the limit), the rest is one read. A shorter range is read in parallel
+   * untested (a verdict would come too late to matter). An event loop too busy during the first
+   * chunk for any reading to be `minSpeedup` times faster (see `halfway` below) skips the test.
    */
   readonly minSpeedup?: number | undefined
 }
@@ -252,9 +257,11 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   // One read's speed is taken over the second half of the first chunk: the first bytes of a
   // download carry the start's costs (a new connection, and in a process just started, code
   // not yet optimized, which made a half-chunk measure too low and parallel reads look good).
-  let halfway: { readonly at: number, readonly bytes: number } | undefined
+  // So is how busy the event loop was meanwhile: a loop busy a fraction u of the time (working,
+  // or waiting for a CPU) delivers at most 1/u times as much however it reads, and parallel
+  // reads cost more per byte, so below 1/u < minSpeedup they cannot pay and are not tried.
+  let halfway: { readonly at: number, readonly bytes: number, readonly loop: EventLoopUtilization } | undefined
   let allowed = testing ? 1 : connections
-  let received = 0
   // The parallel side is timed from its first byte: its new connections' set-up is the start's
   // cost too, and would weigh most where connections are few.
   let probe: { at: number | undefined, from: number, readonly single: number, most: number } | undefined
@@ -265,6 +272,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     read () {
       wanted = true
       reclaim()
+      measure()
       drain()
     },
     destroy (err, callback) {
@@ -347,21 +355,21 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     }
   }
 
-  /** Judges the speed test once enough has arrived; below `minSpeedup`, the rest is one read. */
+  /** Judges the speed test once enough has gone to the client; below `minSpeedup`, the rest is one read. */
   function measure (): void {
-    if (probe === undefined) return
-    if (probe.at === undefined) {
-      probe.at = performance.now()
-      probe.from = received
-      return
-    }
-    if (received - probe.from < 2 * connections * chunkBytes) return
-    const speedup = (received - probe.from) / (performance.now() - probe.at) / probe.single
+    if (probe?.at === undefined) return
+    if (pushed - probe.from < 2 * connections * chunkBytes) return
+    const speedup = (pushed - probe.from) / (performance.now() - probe.at) / probe.single
     const most = probe.most
     probe = undefined
     // Without every connection in flight at some point (the budget was held by other downloads),
     // the test measured something else: no verdict.
     if (speedup >= minSpeedup || most < connections) return
+    readRestAsOne()
+  }
+
+  /** The speed test's verdict against parallel reads: what is not yet asked for is one read. */
+  function readRestAsOne (): void {
     allowed = 1
     const rest = chunks[next]
     if (rest !== undefined) chunks.splice(next, chunks.length - next, newChunk(rest.start, opts.end))
@@ -392,8 +400,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         if (chunk.copy !== undefined) part.copy(chunk.copy, chunk.received)
         else chunk.pieces.push(part)
         chunk.received += part.length
-        received += part.length
-        if (halfway === undefined && chunk === chunks[0] && chunk.received * 2 >= length) halfway = { at: performance.now(), bytes: received }
+        if (halfway === undefined && chunk === chunks[0] && chunk.received * 2 >= length) halfway = { at: performance.now(), bytes: pushed, loop: performance.eventLoopUtilization() }
         opts.onBytes?.(part.length)
         if (chunk.received === length) {
           // The lookup's answer runs on past the first chunk: let it go. A range runs to its
@@ -405,7 +412,12 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
             source.resume()
           }
         }
-        measure()
+        if (probe !== undefined && probe.at === undefined) {
+          probe.at = performance.now()
+          probe.from = pushed
+        } else {
+          measure()
+        }
         if (chunks[head] === chunk) drain()
       })
       source.on('end', () => { settle(chunk.received < length ? new ShortReadError(`storage sent ${chunk.received} of the ${length} bytes asked for at ${chunk.start}`) : undefined) })
@@ -437,10 +449,16 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
         chunk.done = true
         inFlight--
         if (testing && probe === undefined && chunk === chunks[0]) {
-          // The first chunk, read alone: one read's speed. Now every connection.
+          // The first chunk, read alone: one read's speed. Now every connection, unless the
+          // loop was too busy for them to pay.
           const now = performance.now()
-          probe = { at: undefined, from: received, single: (received - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)), most: 0 }
-          allowed = connections
+          const busy = halfway !== undefined ? performance.eventLoopUtilization(performance.eventLoopUtilization(), halfway.loop).utilization : 0
+          if (busy * minSpeedup >= 1) {
+            readRestAsOne()
+          } else {
+            probe = { at: undefined, from: pushed, single: (pushed - (halfway?.bytes ?? 0)) / Math.max(1, now - (halfway?.at ?? now)), most: 0 }
+            allowed = connections
+          }
         }
         drain()
         launch()

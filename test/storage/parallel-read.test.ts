@@ -343,6 +343,47 @@ test('parallel reads go on only where they pay: a limit per connection keeps the
   assert.equal(starved.stats.ranges.length, blob.length / chunkBytes - 3, JSON.stringify(starved.stats.ranges))
 })
 
+test('a client slower than one read ends parallel reads after the test, though storage would carry more', async () => {
+  // Storage that limits each connection (3.5 KiB/ms per read), and a client that takes 2 KiB/ms.
+  // Read-ahead fills its budget at four reads' speed, but nothing reaches the client faster.
+  const blob = randomBytes(4096 * KiB)
+  const chunkBytes = 128 * KiB
+  const perConnection = reader(blob, { pace: { perRead: 2 } })
+  const budget = new ReadAheadBudget(4096 * KiB)
+  const parts: Buffer[] = []
+  await pipeline(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: perConnection.read }), new Writable({
+    highWaterMark: 1,
+    write (chunk: Buffer, _enc, cb) { parts.push(chunk); setTimeout(cb, chunk.length / (2 * KiB)) }
+  }))
+  assert.equal(sha(Buffer.concat(parts)), sha(blob))
+  const ranges = perConnection.stats.ranges
+  const lastRange = ranges[ranges.length - 1]
+  assert.ok(lastRange !== undefined && lastRange[1] === blob.length - 1 && lastRange[1] - lastRange[0] + 1 > chunkBytes, JSON.stringify(ranges))
+  assert.ok(ranges.length <= 1 + 3 * 4 + 1, `${ranges.length} reads`)
+  assert.equal(budget.inUse, 0)
+})
+
+test('an event loop too busy for parallel reads to pay skips the test: after the first chunk, one read', async () => {
+  // Storage that would carry four times as much over four connections (a piece per 2 ms per
+  // read), but a process whose loop is busy whatever it reads (8 ms of work per 7 KiB piece).
+  const blob = randomBytes(1024 * KiB)
+  const chunkBytes = 32 * KiB
+  const perConnection = reader(blob, { pace: { perRead: 2 } })
+  const budget = new ReadAheadBudget(4096 * KiB)
+  const parts: Buffer[] = []
+  await pipeline(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: perConnection.read }), new Writable({
+    write (chunk: Buffer, _enc, cb) {
+      parts.push(chunk)
+      const until = performance.now() + 8 * chunk.length / (7 * KiB)
+      while (performance.now() < until);
+      cb()
+    }
+  }))
+  assert.equal(sha(Buffer.concat(parts)), sha(blob))
+  assert.deepEqual(perConnection.stats.ranges, [[0, 4 * chunkBytes - 1], [4 * chunkBytes, blob.length - 1]])
+  assert.equal(budget.allocated, 0)
+})
+
 test('a read that fails after its last byte loses nothing: the chunk is complete', async () => {
   const blob = randomBytes(256 * KiB)
   const { read } = reader(blob, { fault: (start) => start === 64 * KiB ? 'late' : undefined })
