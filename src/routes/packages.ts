@@ -18,7 +18,7 @@ import { askableInOne, planResponse } from '../http/conditional.ts'
 import type { Plan } from '../http/conditional.ts'
 import type { Manifest, PackageEntry } from '../manifest/parse.ts'
 import { IntegrityError } from '../storage/sha256.ts'
-import { lendTo } from '../storage/parallel-read.ts'
+import { pipedInto } from '../storage/outlet.ts'
 import { isStorageError } from '../storage/types.ts'
 import type { BlobProperties, OpenedBlob } from '../storage/types.ts'
 
@@ -165,8 +165,9 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     if (reply.raw.destroyed) metrics.downloads.inc({ result: 'aborted' })
     else reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
     // Fastify pipes a stream straight into the response (no onSend hook here changes the
-    // payload): a parallel read may lend it its read-ahead instead of copying it out.
-    lendTo(body, reply.raw, request.raw.socket)
+    // payload): a body from storage batches its writes, and a parallel read lends it its
+    // read-ahead instead of copying it out.
+    pipedInto(body, reply.raw, request.raw.socket)
     return reply.send(body)
   }
 

@@ -9,7 +9,8 @@
 // whether that pays (see minSpeedup). A download that cannot get budget reads with fewer
 // connections (at worst only its head, which needs none), so it never fails for want of memory,
 // and a slow client holds back only its own window. Read-ahead is handed to the response as
-// views of the pooled buffers when the route lends the body to it (lendTo), copied out otherwise.
+// views of the pooled buffers when the route pipes the body straight into it (pipedInto),
+// copied out otherwise.
 // Each chunk must arrive exactly as long as asked; a chunk whose connection breaks is read again
 // from its next byte, on its own. A consumer that goes away cancels every read in flight and
 // returns the budget.
@@ -20,6 +21,8 @@
 
 import type { EventLoopUtilization } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
+import { batchWrites, whenPiped } from './outlet.ts'
+import type { Connection, Outlet } from './outlet.ts'
 import { backoffDelay, wait } from '../lib/backoff.ts'
 
 /**
@@ -90,7 +93,7 @@ export class ReadAheadBudget {
 
   /**
    * Takes back a buffer from tryAcquire. No view of it may be in use any more: its bytes were
-   * copied out, or handed on and have since left the process (see lendTo).
+   * copied out, or handed on and have since left the process (see whenPiped in parallelRead).
    */
   release (buffer: Buffer): void {
     const pooled = buffer.byteOffset === 0 && buffer.buffer.byteLength > buffer.length ? Buffer.from(buffer.buffer, 0, buffer.buffer.byteLength) : buffer
@@ -105,42 +108,6 @@ export class ReadAheadBudget {
       }, this.#idleMs).unref()
     }
   }
-}
-
-/**
- * Where a parallel read's bytes are written (an HTTP response): its `writableLength` counts the
- * bytes written to it that are not yet handed to the kernel (its own queue, a pipelined
- * response's included, and its socket's).
- */
-export interface Outlet {
-  readonly writableLength: number
-  on (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
-  off (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
-}
-
-/**
- * The connection under the outlet (the request's socket): once destroyed, its descriptor is
- * closed and nothing queued on it is ever sent.
- */
-export interface Connection {
-  readonly destroyed: boolean
-  on (event: 'close', listener: () => void): unknown
-  off (event: 'close', listener: () => void): unknown
-}
-
-const lenders = new WeakMap<Readable, (outlet: Outlet, connection: Connection) => void>()
-
-/**
- * Tells a parallel read's body (from parallelRead; any other stream is left as it is) that it
- * is piped straight into `outlet`. From then on, read-ahead bytes are handed on as views of their
- * pooled buffer instead of copies, and the buffer goes back to the pool only once none of its
- * bytes can still be waiting, in the body or in the outlet, or the connection is closed. (A
- * destroyed response is no proof: on Node 24 a pipelined one still sends what it had queued.)
- * A copy of every byte was as much garbage again as storage's own pieces: a fifth more peak RSS
- * and up to twice the CPU in collections with parallel reads on.
- */
-export function lendTo (body: Readable, outlet: Outlet, connection: Connection): void {
-  lenders.get(body)?.(outlet, connection)
 }
 
 /** A digest over the bytes in delivery order; `verify` before the last ones are let go. */
@@ -196,7 +163,7 @@ interface Chunk {
   /**
    * A chunk read ahead of its client: its bytes are copied into this buffer from the budget's
    * pool as they arrive (storage's pieces die young). They are handed on as views of it when the
-   * stream is lent to its outlet (lendTo), and copied out otherwise, so that a pooled buffer is
+   * stream is piped into its outlet (pipedInto), and copied out otherwise, so that a pooled buffer is
    * never reused while a byte of it may still be waiting to be sent.
    */
   copy: Buffer | undefined
@@ -205,6 +172,8 @@ interface Chunk {
   /** A chunk read as the head (nothing reserved): storage's pieces, handed on as they came. */
   readonly pieces: Buffer[]
   source: ByteSource | undefined
+  /** Its source was paused here, waiting on the client (resumed only then: not once a piece). */
+  held: boolean
   done: boolean
 }
 
@@ -223,7 +192,7 @@ export class OverlongReadError extends Error {
   override name = 'OverlongReadError'
 }
 
-const newChunk = (start: number, end: number): Chunk => ({ start, end, received: 0, copy: undefined, delivered: 0, pieces: [], source: undefined, done: false })
+const newChunk = (start: number, end: number): Chunk => ({ start, end, received: 0, copy: undefined, delivered: 0, pieces: [], source: undefined, held: false, done: false })
 
 export function parallelRead (opts: ParallelReadOptions): Readable {
   const { chunkBytes, connections, budget, readRange } = opts
@@ -247,10 +216,12 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   let inFlight = 0
   let wanted = false
   let finished = false
-  // Set by lendTo: read-ahead is handed on as views, and each buffer waits in `lent` until every
-  // byte pushed before it was given back has left (`until`: the bytes pushed by then).
+  // Set once piped into a response (pipedInto): read-ahead is handed on as views, and each buffer
+  // waits in `lent` until every byte pushed before it was given back has left (`until`: the
+  // bytes pushed by then); pushes are batched per turn of the event loop (`batch`).
   let outlet: Outlet | undefined
   let connection: Connection | undefined
+  let batch: (() => void) | undefined
   const lent: Array<{ readonly buffer: Buffer, readonly until: number }> = []
   let pushed = 0
   // The speed test: the first chunk alone, then every connection; `allowed` reads at a time.
@@ -289,10 +260,17 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     }
   })
   const events = ['drain', 'finish', 'close'] as const
-  lenders.set(out, (to, under) => {
-    if (outlet !== undefined || finished) return
+  // Piped straight into a response, read-ahead is lent to it: handed on as views of the pooled
+  // buffers instead of copies, each buffer back in the pool only once none of its bytes can still
+  // be waiting, in this stream or in the outlet, or the connection is closed. (A destroyed
+  // response is no proof: on Node 24 a pipelined one still sends what it had queued.) A copy of
+  // every byte was as much garbage again as storage's own pieces: a fifth more peak RSS and up
+  // to twice the CPU in collections with parallel reads on.
+  whenPiped(out, (to, under) => {
+    if (finished) return
     outlet = to
     connection = under
+    batch = batchWrites(to)
     for (const event of events) to.on(event, reclaim)
     under.on('close', reclaim)
   })
@@ -337,6 +315,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
    * next one while the head is still arriving.
    */
   function launch (): void {
+    if (finished || inFlight >= allowed || next > head + connections || next >= chunks.length) return
     reclaim()
     while (inFlight < allowed && next <= head + connections) {
       const chunk = chunks[next]
@@ -409,6 +388,7 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
             source.destroy()
             settle()
           } else {
+            chunk.held = false
             source.resume()
           }
         }
@@ -424,7 +404,8 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
       // An error after the last byte (before 'end') loses nothing: the chunk is complete.
       source.on('error', (err) => { settle(chunk.received === length ? undefined : err) })
       // A head read without reserved memory waits on the client; the others read on into theirs.
-      if (chunks[head] === chunk && !wanted && chunk.copy === undefined) source.pause()
+      chunk.held = chunks[head] === chunk && !wanted && chunk.copy === undefined
+      if (chunk.held) source.pause()
       else source.resume()
     })
   }
@@ -534,16 +515,23 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
           if (err !== undefined) { fail(err); return }
         }
         pushed += data.length
+        batch?.()
         if (!out.push(data)) wanted = false
       }
       if (!wanted) {
         // A read into reserved memory reads on, and so does one whose bytes are all in (to its
         // end); only a head read handed on as it comes waits.
-        if (chunk.copy === undefined && chunk.received <= chunk.end - chunk.start) chunk.source?.pause()
+        if (chunk.copy === undefined && chunk.received <= chunk.end - chunk.start && !chunk.held) {
+          chunk.held = true
+          chunk.source?.pause()
+        }
         return
       }
       if (!chunk.done) {
-        chunk.source?.resume()
+        if (chunk.held) {
+          chunk.held = false
+          chunk.source?.resume()
+        }
         launch()
         return
       }

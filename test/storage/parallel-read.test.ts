@@ -9,7 +9,8 @@ import { EventEmitter, once } from 'node:events'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ReadAheadBudget, lendTo, parallelRead } from '../../src/storage/parallel-read.ts'
+import { ReadAheadBudget, parallelRead } from '../../src/storage/parallel-read.ts'
+import { pipedInto } from '../../src/storage/outlet.ts'
 import type { RangeReader } from '../../src/storage/parallel-read.ts'
 import { until } from '../helpers/until.ts'
 
@@ -197,7 +198,7 @@ test('a body lent to its outlet hands on views of its read-ahead; a buffer goes 
     const { read } = reader(blob)
     const outlet = new QueueOutlet()
     const body = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: read })
-    lendTo(body, outlet, connection)
+    pipedInto(body, outlet, connection)
     let views = 0
     body.on('data', (data: Buffer) => { if (data.buffer.byteLength === chunkBytes) views++ })
     body.pipe(outlet)
@@ -223,7 +224,7 @@ test('a lent buffer waits while its bytes are queued, even after its body failed
   const outlet = new QueueOutlet()
   const connection = new FakeConnection()
   const body = parallelRead({ minSpeedup: 0, start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: read })
-  lendTo(body, outlet, connection)
+  pipedInto(body, outlet, connection)
   body.pipe(outlet)
   // The socket sends the head and a little of the next chunk (read ahead, lent), then stalls;
   // the body fails (as when storage does).

@@ -8,6 +8,7 @@
 
 import { Readable } from 'node:stream'
 import type { BodySource } from './http.ts'
+import { batchWrites, whenPiped } from '../outlet.ts'
 import type { Sha256Check } from '../sha256.ts'
 import { StorageError } from '../types.ts'
 import { backoffDelay, wait } from '../../lib/backoff.ts'
@@ -41,12 +42,15 @@ export class ResumableBody extends Readable {
   #failedResumes = 0
   #resumes = 0
   #wanted = false
+  /** Set once piped straight into a response: pushes are batched per turn of the event loop. */
+  #batch: (() => void) | undefined
 
   constructor (source: BodySource, options: ResumableBodyOptions) {
     super({ highWaterMark: 64 * 1024 })
     this.#options = options
     this.#length = options.end - options.start + 1
     this.#attach(source)
+    whenPiped(this, (outlet) => { this.#batch = batchWrites(outlet) })
   }
 
   /** How often the body was read again after a break (for tests and logs). */
@@ -92,10 +96,12 @@ export class ResumableBody extends Readable {
         this.destroy(err)
         return
       }
+      this.#batch?.()
       this.push(chunk)
       this.#finish()
       return
     }
+    this.#batch?.()
     if (!this.push(chunk)) {
       this.#wanted = false
       source.pause()
