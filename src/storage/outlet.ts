@@ -12,6 +12,8 @@ import type { Readable } from 'node:stream'
  */
 export interface Outlet {
   readonly writableLength: number
+  /** Ended: end() has uncorked it for good. */
+  readonly writableEnded: boolean
   on (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
   off (event: 'drain' | 'finish' | 'close', listener: () => void): unknown
   cork (): void
@@ -52,13 +54,14 @@ export function pipedInto (body: Readable, outlet: Outlet, connection: Connectio
  * of the event loop corks the outlet, and the end of the turn (setImmediate) uncorks it, so every
  * piece pushed in one turn leaves in one writev instead of a write each. Storage over TLS arrives
  * in 16 KiB records, several per turn; a syscall for each was a quarter of the process's CPU. The
- * server's high-water mark (app.ts) sets how much one turn may queue before backpressure.
+ * server's high-water mark (src/http/listen.ts) sets how much one turn may queue before
+ * backpressure. A response ended in the turn was uncorked by end() itself: not again.
  */
 export function batchWrites (outlet: Outlet): () => void {
   let corked = false
   const flush = (): void => {
     corked = false
-    outlet.uncork()
+    if (!outlet.writableEnded) outlet.uncork()
   }
   return () => {
     if (corked) return

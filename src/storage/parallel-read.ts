@@ -228,9 +228,11 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
   // One read's speed is taken over the second half of the first chunk: the first bytes of a
   // download carry the start's costs (a new connection, and in a process just started, code
   // not yet optimized, which made a half-chunk measure too low and parallel reads look good).
-  // So is how busy the event loop was meanwhile: a loop busy a fraction u of the time (working,
-  // or waiting for a CPU) delivers at most 1/u times as much however it reads, and parallel
-  // reads cost more per byte, so below 1/u < minSpeedup they cannot pay and are not tried.
+  // So is how busy the event loop was meanwhile, with this download and everything else the
+  // process does: a loop busy a fraction u of the time delivers at most 1/u times as much
+  // however it reads, and parallel reads cost more per byte, so when 1/u < minSpeedup the process
+  // is too near its limit for them to pay (they would only take from other work) and they are
+  // not tried. A read that never leaves the loop idle is the process's limit itself (u = 1).
   let halfway: { readonly at: number, readonly bytes: number, readonly loop: EventLoopUtilization } | undefined
   let allowed = testing ? 1 : connections
   // The parallel side is timed from its first byte: its new connections' set-up is the start's

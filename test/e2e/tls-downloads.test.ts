@@ -49,6 +49,32 @@ async function fetchHead (args: string[]): Promise<{ status: number, headers: st
   return { status: Number(/^http\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), headers: head, body: r.stdout.subarray(split + 4) }
 }
 
+/**
+ * Sends every request at once on one connection (HTTP/1.1 pipelining) and splits what comes back
+ * into responses by their Content-Length: status and body of each, in order.
+ */
+async function pipelined (url: string, requests: Array<{ path: string, range?: string }>): Promise<Array<{ status: number, body: Buffer }>> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  await once(socket, 'connect')
+  socket.write(requests.map((r, i) => `GET ${r.path} HTTP/1.1\r\nHost: ${hostname}\r\n${r.range !== undefined ? `Range: ${r.range}\r\n` : ''}` +
+    `Connection: ${i === requests.length - 1 ? 'close' : 'keep-alive'}\r\n\r\n`).join(''))
+  const parts: Buffer[] = []
+  for await (const part of socket) parts.push(part as Buffer)
+  const all = Buffer.concat(parts)
+  const responses: Array<{ status: number, body: Buffer }> = []
+  for (let at = 0; at < all.length;) {
+    const split = all.indexOf('\r\n\r\n', at)
+    assert.ok(split > 0, `a response head at byte ${at}`)
+    const head = all.subarray(at, split).toString('latin1')
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? NaN)
+    assert.ok(Number.isSafeInteger(length), head)
+    responses.push({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), body: all.subarray(split + 4, split + 4 + length) })
+    at = split + 4 + length
+  }
+  return responses
+}
+
 async function serveFrom (t: TestContext, azurite: Azurite, blobEndpoint: string, extra: Record<string, string> = {}, flags: string[] = []): Promise<{ url: string, cli: ReturnType<typeof startCli> }> {
   const cli = startCli(t, ['serve', '--port', '0', '--poll-interval', '0', '--storage-timeout', '3', ...flags], {
     AZURE_STORAGE_CONNECTION_STRING: connectionStringFor(blobEndpoint),
@@ -325,6 +351,14 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
         assert.equal(r.code, 0)
         assert.equal(sha256(r.stdout), sha256(large))
       }
+      // Pipelined on one connection, a parallel read, a range read as one, and a parallel read
+      // again: each response's writes are batched, and its batches end with it; every body whole.
+      await sleep(PAST_CACHE_MS)
+      const lined = await pipelined(parallel.url, [{ path: '/pkg/large/good' }, { path: '/pkg/large/good', range: 'bytes=1-1048576' }, { path: '/pkg/large/good' }])
+      assert.deepEqual(lined.map((r) => r.status), [200, 206, 200])
+      assert.equal(sha256(lined[0]?.body ?? Buffer.alloc(0)), sha256(large))
+      assert.equal(sha256(lined[1]?.body ?? Buffer.alloc(0)), sha256(large.subarray(1, 1048577)))
+      assert.equal(sha256(lined[2]?.body ?? Buffer.alloc(0)), sha256(large))
       const bad = await curl([`${parallel.url}/pkg/large/bad`])
       assert.notEqual(bad.code, 0, 'a wrong digest breaks the reassembled transfer')
       const metrics = (await curl([`${parallel.url}/metrics`])).stdout.toString()
