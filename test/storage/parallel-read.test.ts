@@ -344,44 +344,45 @@ test('parallel reads go on only where they pay: a limit per connection keeps the
   assert.equal(starved.stats.ranges.length, blob.length / chunkBytes - 3, JSON.stringify(starved.stats.ranges))
 })
 
-test('a client slower than one read ends parallel reads after the test, though storage would carry more', async () => {
-  // Storage that limits each connection (3.5 KiB/ms per read), and a client that takes 2 KiB/ms.
-  // Read-ahead fills its budget at four reads' speed, but nothing reaches the client faster.
-  const blob = randomBytes(4096 * KiB)
-  const chunkBytes = 128 * KiB
+/**
+ * Reads `blob` over four connections from storage that limits each one (a 7 KiB piece per 2 ms
+ * per read) into a client that takes each piece as `take` says; checks what arrived.
+ */
+async function throughClient (blob: Buffer, chunkBytes: number, take: (chunk: Buffer, done: () => void) => void): Promise<{ ranges: Array<[number, number]>, budget: ReadAheadBudget }> {
   const perConnection = reader(blob, { pace: { perRead: 2 } })
   const budget = new ReadAheadBudget(4096 * KiB)
   const parts: Buffer[] = []
   await pipeline(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: perConnection.read }), new Writable({
     highWaterMark: 1,
-    write (chunk: Buffer, _enc, cb) { parts.push(chunk); setTimeout(cb, chunk.length / (2 * KiB)) }
+    write (chunk: Buffer, _enc, cb) { parts.push(chunk); take(chunk, cb) }
   }))
   assert.equal(sha(Buffer.concat(parts)), sha(blob))
-  const ranges = perConnection.stats.ranges
+  return { ranges: perConnection.stats.ranges, budget }
+}
+
+test('a client slower than one read ends parallel reads after the test, though storage would carry more', async () => {
+  // Storage that limits each connection (3.5 KiB/ms per read), and a client that takes 2 KiB/ms.
+  // Read-ahead fills its budget at four reads' speed, but nothing reaches the client faster.
+  const blobLength = 4096 * KiB
+  const chunkBytes = 128 * KiB
+  const { ranges, budget } = await throughClient(randomBytes(blobLength), chunkBytes, (chunk, done) => { setTimeout(done, chunk.length / (2 * KiB)) })
   const lastRange = ranges[ranges.length - 1]
-  assert.ok(lastRange !== undefined && lastRange[1] === blob.length - 1 && lastRange[1] - lastRange[0] + 1 > chunkBytes, JSON.stringify(ranges))
+  assert.ok(lastRange !== undefined && lastRange[1] === blobLength - 1 && lastRange[1] - lastRange[0] + 1 > chunkBytes, JSON.stringify(ranges))
   assert.ok(ranges.length <= 1 + 3 * 4 + 1, `${ranges.length} reads`)
   assert.equal(budget.inUse, 0)
 })
 
 test('an event loop too busy for parallel reads to pay skips the test: after the first chunk, one read', async () => {
-  // Storage that would carry four times as much over four connections (a piece per 2 ms per
-  // read), but a process whose loop is busy whatever it reads (8 ms of work per 7 KiB piece).
-  const blob = randomBytes(1024 * KiB)
+  // Storage that would carry four times as much over four connections, but a process whose loop
+  // is busy whatever it reads (8 ms of work per 7 KiB piece).
+  const blobLength = 1024 * KiB
   const chunkBytes = 32 * KiB
-  const perConnection = reader(blob, { pace: { perRead: 2 } })
-  const budget = new ReadAheadBudget(4096 * KiB)
-  const parts: Buffer[] = []
-  await pipeline(parallelRead({ start: 0, end: blob.length - 1, chunkBytes, connections: 4, budget, readRange: perConnection.read }), new Writable({
-    write (chunk: Buffer, _enc, cb) {
-      parts.push(chunk)
-      const until = performance.now() + 8 * chunk.length / (7 * KiB)
-      while (performance.now() < until);
-      cb()
-    }
-  }))
-  assert.equal(sha(Buffer.concat(parts)), sha(blob))
-  assert.deepEqual(perConnection.stats.ranges, [[0, 4 * chunkBytes - 1], [4 * chunkBytes, blob.length - 1]])
+  const { ranges, budget } = await throughClient(randomBytes(blobLength), chunkBytes, (chunk, done) => {
+    const until = performance.now() + 8 * chunk.length / (7 * KiB)
+    while (performance.now() < until);
+    done()
+  })
+  assert.deepEqual(ranges, [[0, 4 * chunkBytes - 1], [4 * chunkBytes, blobLength - 1]])
   assert.equal(budget.allocated, 0)
 })
 
