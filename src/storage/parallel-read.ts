@@ -311,17 +311,20 @@ export function parallelRead (opts: ParallelReadOptions): Readable {
     if (!finished) out.destroy(err instanceof Error ? err : new Error(String(err)))
   }
 
+  /** Whether a connection is free for the next chunk, within the window (budget aside). */
+  const mayStart = (): boolean => !finished && inFlight < allowed && next <= head + connections && next < chunks.length
+
   /**
    * Starts the reads that the connections allowed, the window and the budget permit: no chunk
    * further than `connections` past the head, so a connection whose chunk is done can start the
    * next one while the head is still arriving.
    */
   function launch (): void {
-    if (finished || inFlight >= allowed || next > head + connections || next >= chunks.length) return
+    if (!mayStart()) return
     reclaim()
-    while (inFlight < allowed && next <= head + connections) {
+    while (mayStart()) {
       const chunk = chunks[next]
-      if (chunk === undefined || finished) return
+      if (chunk === undefined) return
       if (next !== head) {
         // The rest as one read (after a speed test that found no gain) waits to be the head.
         const length = chunk.end - chunk.start + 1
