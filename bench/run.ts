@@ -1,6 +1,6 @@
 // `npm run bench`: pkg-serve against the baselines, on this machine, in one run. Starts Azurite
 // over TLS (a certificate made here with openssl: production storage is always HTTPS) and then
-// over plain HTTP, pkg-serve (the built dist/, on Node 24 with the image's NODE_OPTIONS, as the
+// over plain HTTP, pkg-serve (the built dist/, on Node 24 with the image's ENV settings, as the
 // image runs it; `--node=current` for the Node running the bench) and, when installed, `rclone
 // serve http` on the same container; runs every case alternately several times; prints medians
 // and the ratios the performance issue asks for, and writes the figures to
@@ -39,8 +39,11 @@ const cfg = QUICK
   : { large: 1 * GiB, reps: 5, memEach: 256 * MiB, smallSeconds: 10, startReps: 3, reloadReps: 3 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || '100')
 
-// The V8 settings docker/Dockerfile gives the image (ENV NODE_OPTIONS): the bench runs what ships.
-const IMAGE_NODE_OPTIONS = /^ENV NODE_OPTIONS="?([^"\n]*)"?$/m.exec(readFileSync(join(REPO, 'docker/Dockerfile'), 'utf8'))?.[1] ?? ''
+// The environment docker/Dockerfile gives the image (its ENV lines: V8's and glibc's memory
+// settings): the bench runs the server with it, as the image does.
+const IMAGE_ENV: Record<string, string> = Object.fromEntries([...readFileSync(join(REPO, 'docker/Dockerfile'), 'utf8')
+  .matchAll(/^ENV (\w+)="?([^"\n]*)"?$/gm)].map((m) => [m[1] ?? '', m[2] ?? '']))
+const IMAGE_ENV_TEXT = Object.entries(IMAGE_ENV).map(([k, v]) => `${k}="${v}"`).join(' ')
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const median = (xs: number[]): number => {
@@ -123,7 +126,7 @@ const SERVER_NODE = serverNode()
 async function startPkgServe (env: Record<string, string>, extra: string[] = []): Promise<Server & { readyMs: number }> {
   const port = await freePort()
   const started = Date.now()
-  const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...env }, stdio: ['ignore', 2, 'inherit'] })
+  const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: '', ...IMAGE_ENV, ...env }, stdio: ['ignore', 2, 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   await waitFor(`${url}/readyz`)
   return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc), readyMs: Date.now() - started }
@@ -490,7 +493,7 @@ async function parallelCase (azurite: AzuriteProcess, largeSha256: string): Prom
 }
 
 async function main (): Promise<void> {
-  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps; pkg-serve on Node ${SERVER_NODE.version} with NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"`)
+  log(`${QUICK ? 'quick' : 'full'} run: large blob ${cfg.large / MiB} MiB × ${cfg.reps} reps; pkg-serve on Node ${SERVER_NODE.version} with ${IMAGE_ENV_TEXT}`)
   const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'inherit' })
   if (build.status !== 0) throw new Error('npm run build failed')
   if (ONLY === 'parallel') { await onlyParallel(); return }
@@ -542,7 +545,7 @@ async function main (): Promise<void> {
 
   const results = {
     quick: QUICK,
-    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), benchNode: process.version, serverNode: SERVER_NODE.version, serverNodeOptions: IMAGE_NODE_OPTIONS },
+    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), benchNode: process.version, serverNode: SERVER_NODE.version, serverEnv: IMAGE_ENV },
     tls: secure.results,
     plain: plain.results,
     largeAzuriteOnDisk: largeDisk,
@@ -576,7 +579,7 @@ async function main (): Promise<void> {
   }
   const lines = [
     '',
-    `pkg-serve bench (${QUICK ? 'quick' : 'full'}; pkg-serve on Node ${SERVER_NODE.version}, NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"; large ${cfg.large / MiB} MiB × ${cfg.reps}, medians)`,
+    `pkg-serve bench (${QUICK ? 'quick' : 'full'}; pkg-serve on Node ${SERVER_NODE.version}, ${IMAGE_ENV_TEXT}; large ${cfg.large / MiB} MiB × ${cfg.reps}, medians)`,
     '',
     ...table(secure.results),
     ...table(plain.results),
