@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url'
 import { AccountSASPermissions, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from '../scripts/azurite.ts'
+import { IMAGE_ENV } from '../scripts/image-env.ts'
 import type { AzuriteProcess } from '../scripts/azurite.ts'
 import { startThrottleRelay } from './throttle-relay.ts'
 import { READ_DEFAULTS } from '../src/cli/config.ts'
@@ -39,10 +40,6 @@ const cfg = QUICK
   : { large: 1 * GiB, reps: 5, memEach: 256 * MiB, smallSeconds: 10, startReps: 3, reloadReps: 3 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || '100')
 
-// The environment docker/Dockerfile gives the image (its ENV lines: V8's and glibc's memory
-// settings): the bench runs the server with it, as the image does.
-const IMAGE_ENV: Record<string, string> = Object.fromEntries([...readFileSync(join(REPO, 'docker/Dockerfile'), 'utf8')
-  .matchAll(/^ENV (\w+)="?([^"\n]*)"?$/gm)].map((m) => [m[1] ?? '', m[2] ?? '']))
 const IMAGE_ENV_TEXT = Object.entries(IMAGE_ENV).map(([k, v]) => `${k}="${v}"`).join(' ')
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))

@@ -1,13 +1,15 @@
 // What a script prints cannot grow the launcher: a 100 MB line and a 100 MB binary stream with
 // no newline pass through in 16 KiB pieces, the lines after them arrive, and the launcher's peak
-// RSS (VmHWM) stays under 150 MiB, with the image's Node options (--max-semi-space-size=1;
-// a first case that prints one line gives the baseline). Runs without nsenter (the output path
-// is the same), so it runs without root too; as root each launcher gets a cgroup of its own.
+// RSS (VmHWM) stays under 150 MiB, with the image's environment (its NODE_OPTIONS and
+// GLIBC_TUNABLES; a first case that prints one line gives the baseline). Runs without nsenter
+// (the output path is the same), so it runs without root too; as root each launcher gets a
+// cgroup of its own.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { IMAGE_ENV } from '../../scripts/image-env.ts'
 import { startCli } from '../helpers/cli.ts'
 import type { RunningCli } from '../helpers/cli.ts'
 import { cgroupRoot, inCgroup, testCgroup } from '../helpers/cgroup.ts'
@@ -30,7 +32,7 @@ async function launch (t: Ctx, script: string): Promise<{ cli: RunningCli, piece
     'run', '--no-nsenter', '--exit-on-success', '--ready-timeout', '0',
     '--actions-dir', join(dir, 'actions'), '--host-dir', join(dir, 'host'), '--state-dir', join(dir, 'state'),
     'big', join(dir, 'storage')
-  ], { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined, NODE_OPTIONS: '--max-semi-space-size=1' }, {
+  ], { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined, NODE_OPTIONS: '', ...IMAGE_ENV }, {
     prefix: useCgroup ? inCgroup(await testCgroup(t, 'output')) : undefined,
     // Hundreds of megabytes of log: count the pieces, keep the rest.
     keepLine: (raw) => {
