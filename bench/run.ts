@@ -50,6 +50,25 @@ const median = (xs: number[]): number => {
 }
 const log = (msg: string): void => { process.stderr.write(`bench: ${msg}\n`) }
 
+/**
+ * The stops of every process the bench started and has not stopped yet. When a case fails they
+ * all run before the bench exits: a server or Azurite left behind would keep writing to the
+ * output the bench shares with them, and whoever waits for that output to end (CI) would wait forever.
+ */
+const running = new Set<() => Promise<void>>()
+function tracked (stop: () => Promise<void>): () => Promise<void> {
+  const once = async (): Promise<void> => { running.delete(once); await stop() }
+  running.add(once)
+  return once
+}
+async function stopAll (): Promise<void> {
+  await Promise.allSettled([...running].map(async (stop) => { await stop() }))
+}
+async function azuriteTracked (options: Parameters<typeof spawnAzurite>[0]): Promise<AzuriteProcess> {
+  const azurite = await spawnAzurite(options)
+  return { ...azurite, stop: tracked(azurite.stop) }
+}
+
 function cpuSeconds (pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
@@ -94,7 +113,8 @@ function curl (url: string, extra: string[] = [], quiet = false): Promise<{ seco
     const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{time_total} %{size_download} %{http_code}', ...extra, url], { stdio: ['ignore', 'pipe', quiet ? 'ignore' : 'inherit'] })
     let out = ''
     c.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    c.on('exit', () => {
+    // 'close', not 'exit': curl may have exited before its last output was read.
+    c.on('close', () => {
       const [s, b, code] = out.trim().split(' ').map(Number)
       resolve({ seconds: s ?? NaN, bytes: b ?? 0, code: code ?? 0 })
     })
@@ -125,8 +145,9 @@ async function startPkgServe (env: Record<string, string>, extra: string[] = [])
   const started = Date.now()
   const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: '', ...IMAGE_ENV, ...env }, stdio: ['ignore', 2, 'inherit'] })
   const url = `http://127.0.0.1:${port}`
+  const stop = tracked(() => stopProc(proc))
   await waitFor(`${url}/readyz`)
-  return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc), readyMs: Date.now() - started }
+  return { name: 'pkg-serve', url, pid: proc.pid ?? 0, proc, stop, readyMs: Date.now() - started }
 }
 
 async function startRclone (blobEndpoint: string): Promise<Server | undefined> {
@@ -138,8 +159,9 @@ async function startRclone (blobEndpoint: string): Promise<Server | undefined> {
     stdio: ['ignore', 'ignore', 'ignore']
   })
   const url = `http://127.0.0.1:${port}`
+  const stop = tracked(() => stopProc(proc))
   await waitFor(`${url}/`) // the container's listing
-  return { name: 'rclone', url, pid: proc.pid ?? 0, proc, stop: () => stopProc(proc) }
+  return { name: 'rclone', url, pid: proc.pid ?? 0, proc, stop }
 }
 
 /** N keep-alive connections hammering a URL (connection i asks for urlOf(i)) for `seconds`: requests/s, p99 latency, errors. */
@@ -234,7 +256,7 @@ async function largeCase (servers: Server[], paths: Paths, directUrl: string, di
  */
 async function largeOnDisk (): Promise<LargeFigures> {
   const location = await mkdtemp(join(tmpdir(), 'pkg-serve-bench-azurite-'))
-  const azurite = await spawnAzurite({ location })
+  const azurite = await azuriteTracked({ location })
   try {
     const { container } = await containerOf(azurite)
     await seedLarge(container)
@@ -307,7 +329,7 @@ const MANIFEST = "[large.latest]\npath = 'large.bin'\n[mem.latest]\npath = 'mem.
 
 /** Large, memory and small cases against one Azurite (over TLS when `tls`), pkg-serve and rclone. */
 async function setting (tls: boolean): Promise<{ results: ReturnType<typeof settingResults>, azurite: AzuriteProcess, container: ContainerClient, largeSha256: string, stopServers: () => Promise<void> }> {
-  const azurite = await spawnAzurite(tls && CERT !== undefined ? { tls: { cert: CERT.certFile, key: CERT.keyFile } } : {})
+  const azurite = await azuriteTracked(tls && CERT !== undefined ? { tls: { cert: CERT.certFile, key: CERT.keyFile } } : {})
   const { container } = await containerOf(azurite)
   log(`${tls ? 'TLS' : 'plain HTTP'}: seeding Azurite`)
   const largeSha256 = await seedLarge(container)
@@ -396,7 +418,7 @@ function curlHash (url: string): Promise<{ mbps: number, bytes: number, sha256: 
     const started = performance.now()
     const c = spawn('curl', ['-sS', '-f', url], { stdio: ['ignore', 'pipe', 'inherit'] })
     c.stdout.on('data', (d: Buffer) => { bytes += d.length; hash.update(d) })
-    c.on('exit', (code) => {
+    c.on('close', (code) => {
       if (code !== 0) { reject(new Error(`curl ${url} exited ${code ?? ''}`)); return }
       resolve({ mbps: bytes / 1e6 / ((performance.now() - started) / 1000), bytes, sha256: hash.digest('hex') })
     })
@@ -592,7 +614,7 @@ async function main (): Promise<void> {
 
 /** `--only=parallel`: the parallel-reads case alone, against TLS storage seeded for it. */
 async function onlyParallel (): Promise<void> {
-  const azurite = await spawnAzurite(CERT !== undefined ? { tls: { cert: CERT.certFile, key: CERT.keyFile } } : {})
+  const azurite = await azuriteTracked(CERT !== undefined ? { tls: { cert: CERT.certFile, key: CERT.keyFile } } : {})
   try {
     const { container } = await containerOf(azurite)
     const largeSha256 = await seedLarge(container)
@@ -605,6 +627,8 @@ async function onlyParallel (): Promise<void> {
   }
 }
 
+/** The inner run of the bench, when this is the outer one. */
+let child: ChildProcess | undefined
 /**
  * Node reads NODE_EXTRA_CA_CERTS only at start-up: the bench makes its certificate, then runs
  * itself again with it trusted (pkg-serve, started from there, inherits the trust).
@@ -618,7 +642,7 @@ async function withCertificate (): Promise<void> {
       '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-addext', 'basicConstraints=critical,CA:TRUE'
     ], { stdio: 'ignore' })
     if (made.status !== 0) throw new Error('openssl could not make the test certificate')
-    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       stdio: 'inherit',
       env: { ...process.env, PKG_SERVE_BENCH_CERT_DIR: dir, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') }
     })
@@ -634,7 +658,13 @@ async function pollCount (url: string): Promise<number> {
   return [...text.matchAll(/pkg_serve_manifest_reloads_total\{result="(?:unchanged|loaded)"\} (\d+)/g)].reduce((n, x) => n + Number(x[1]), 0)
 }
 
-(CERT === undefined ? withCertificate() : main()).catch((err: unknown) => {
+(CERT === undefined ? withCertificate() : main()).catch(async (err: unknown) => {
   process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
-  process.exitCode = 1
+  await stopAll()
+  // A relay or proxy may still be listening: the failure ends the bench regardless.
+  process.exit(1)
 })
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  // The outer run (withCertificate) passes the signal on to the inner one, which stops what it started.
+  process.once(signal, () => { if (child !== undefined) child.kill(signal); else stopAll().finally(() => process.exit(1)).catch(() => {}) })
+}

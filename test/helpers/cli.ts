@@ -89,8 +89,15 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
   const exit = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
-      for (const w of waiters) w()
-      resolve({ code, signal })
+      // Its last lines may still be in the pipes: wait for them to close (2 s at most, in case a
+      // process it left behind holds them open).
+      const done = (): void => {
+        clearTimeout(timer)
+        for (const w of waiters) w()
+        resolve({ code, signal })
+      }
+      const timer = setTimeout(done, 2000)
+      child.once('close', done)
     })
   })
 

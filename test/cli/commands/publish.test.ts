@@ -26,7 +26,7 @@ function cli (args: string[], env: Record<string, string | undefined>): Promise<
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
     child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    child.once('exit', (code) => resolve({ code, stdout, stderr }))
+    child.once('close', (code) => resolve({ code, stdout, stderr }))
   })
 }
 
