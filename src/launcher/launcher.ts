@@ -16,7 +16,7 @@ import type { ActionScript } from './actions.ts'
 import { buildCommand } from './nsenter.ts'
 import { runScript } from './supervise.ts'
 import type { ScriptResult } from './supervise.ts'
-import { createOnceRecords, createStateDir, runKey } from './state.ts'
+import { createOnceRecords, createRunRecords, createStateDir, runKey } from './state.ts'
 import type { Recovered, Status } from './state.ts'
 import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, stopCgroup } from './cgroup.ts'
 import type { RunCgroup } from './cgroup.ts'
@@ -61,7 +61,7 @@ async function waitFor (signals: readonly AbortSignal[], ms?: number): Promise<'
 
 /**
  * Ends what an earlier launcher of this action left running (it crashed or was OOM-killed while
- * its script ran): the cgroup at this action's known path, and the one its status.json names.
+ * its script ran): the cgroup at this action's known path, and the one its last status names.
  * Says so in the log; the result goes into status.json with the earlier status.
  */
 async function recoverEarlierRun (
@@ -106,14 +106,27 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   const log = deps.logger.child({ action: config.action })
   const state = createStateDir(config.stateDir)
   const once = createOnceRecords(config.hostDir)
+  const runs = createRunRecords(config.hostDir)
   const args = [...config.scriptArgs]
   const { stop } = deps
 
   let status: Omit<Status, 'updatedAt'> = { phase: 'starting', action: config.action, args, attempts: 0 }
+  let recordFailed = false
   const update = async (patch: Partial<Omit<Status, 'updatedAt'>>): Promise<void> => {
     status = { ...status, ...patch }
     await state.write(status)
+    try {
+      await runs.write(status)
+    } catch (err) {
+      // Only the next launcher's recovery after a container restart depends on it: a warning, once.
+      if (!recordFailed) log.warn({ hostDir: config.hostDir }, `cannot keep the run record in ${config.hostDir} (${messageOf(err)}): a launcher in a restarted container will not know what this one was running`)
+      recordFailed = true
+    }
   }
+  // What an earlier launcher of this action last said: in this container's state dir (a restart
+  // in place, a local run) or on the node (a restarted container or a new pod); the later one.
+  const [local, onNode] = await Promise.all([state.read(), runs.read(config.action)])
+  const previous = local !== undefined && (onNode === undefined || local.updatedAt >= onNode.updatedAt) ? local : onNode
   await state.init()
 
   // Where the runs' cgroup goes, or why there is none; then end what an earlier launcher left,
@@ -124,7 +137,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   } else {
     log.info({ cgroup: placement.dir, scriptCgroup: placement.mode }, `the script runs in cgroup ${placement.dir} (${placement.mode === 'pod' ? "inside the pod's cgroup: the pod's limits apply" : "on the node: the pod's limits do not apply"})`)
   }
-  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, await state.read(), log)
+  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, previous, log)
   // At once: the earlier launcher's "running" must not stay on show while this one starts up.
   await update(recovered !== undefined ? { recovered } : {})
   await state.heartbeat()

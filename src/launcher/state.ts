@@ -1,8 +1,10 @@
 // The launcher's state on disk: status.json (for humans and tools) and the `ready` file the
-// DaemonSet's readiness probe tests, both in --state-dir; and the --once records in the host
-// dir, which outlive the pod. Every write is atomic (temp file + rename): a probe or a reader
-// never sees half a file. status.json names the run's cgroup while it runs, so that a launcher
-// starting after a crash can find and end what the earlier one left (see launcher.ts).
+// DaemonSet's readiness probe tests, both in --state-dir; and, in the host dir, the --once
+// records and a copy of each action's last status (the run record), which outlive the
+// container and the pod. Every write is atomic (temp file + rename): a probe or a reader never
+// sees half a file. The status names the run's cgroup while it runs, so that a launcher starting
+// after a crash can find and end what the earlier one left (see launcher.ts): the run record is
+// what it finds after a container restart, when --state-dir (in the container) starts empty.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises'
@@ -71,16 +73,7 @@ export function createStateDir (dir: string) {
       await rm(readyFile, { force: true })
     },
     /** The status an earlier launcher left; undefined when there is none or it is unreadable. */
-    async read (): Promise<Status | undefined> {
-      try {
-        const status = JSON.parse(await readFile(statusFile, 'utf8')) as unknown
-        // A file a launcher wrote: its phase is checked; the rest is reported as it is.
-        // eslint-disable-next-line @typescript-eslint/no-unsafe-type-assertion
-        return typeof status === 'object' && status !== null && 'phase' in status ? status as Status : undefined
-      } catch {
-        return undefined
-      }
-    },
+    read: async (): Promise<Status | undefined> => readStatus(statusFile),
     async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
       await writeAtomic(statusFile, `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)
     },
@@ -92,6 +85,35 @@ export function createStateDir (dir: string) {
 }
 
 export type StateDir = ReturnType<typeof createStateDir>
+
+/** A status file a launcher wrote; undefined when there is none or it is unreadable. */
+async function readStatus (file: string): Promise<Status | undefined> {
+  try {
+    const status = JSON.parse(await readFile(file, 'utf8')) as unknown
+    // A file a launcher wrote: its phase is checked; the rest is reported as it is.
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-type-assertion
+    return typeof status === 'object' && status !== null && 'phase' in status ? status as Status : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Each action's last status, kept in the host dir (`.pkg-serve-runs/ACTION.json`): on the node,
+ * so that a launcher in a restarted container, or in a new pod, learns what the earlier one was
+ * doing when it died, and where its run's cgroup is.
+ */
+export function createRunRecords (hostDir: string) {
+  const dir = join(hostDir, '.pkg-serve-runs')
+  const file = (action: string): string => join(dir, `${action}.json`)
+  return {
+    read: async (action: string): Promise<Status | undefined> => readStatus(file(action)),
+    async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
+      await mkdir(dir, { recursive: true })
+      await writeAtomic(file(status.action), `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)
+    }
+  }
+}
 
 /** What makes a run "the same" for --once: the script's bytes and its arguments. */
 export function runKey (scriptSha256: string, args: readonly string[]): string {

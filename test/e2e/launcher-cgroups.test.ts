@@ -93,8 +93,8 @@ const msgIs = (prefix: string) => (l: Record<string, unknown>) => typeof l.msg =
 const scriptLine = (cli: RunningCli, prefix: string): string | undefined =>
   cli.logs.map((l) => l.stream !== undefined ? String(l.msg) : '').find((m) => m.startsWith(prefix))
 
-async function status (f: Fixture): Promise<Record<string, unknown>> {
-  return JSON.parse(await readFile(join(f.stateDir, 'status.json'), 'utf8')) as Record<string, unknown>
+async function status (f: Fixture, stateDir = f.stateDir): Promise<Record<string, unknown>> {
+  return JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')) as Record<string, unknown>
 }
 
 /** SIGTERM to the launcher; then nothing the script started runs, and its cgroup is gone. */
@@ -171,6 +171,8 @@ test('the run\'s cgroup, on a fake node', { skip }, async (t) => {
     assert.equal(existsSync(join(f.pod, 'pkg-serve-run.install')), false)
   })
 
+  // pod: the next launcher starts in place (same state dir). node: as in a restarted container,
+  // whose --state-dir starts empty: what the earlier launcher was doing comes from the node.
   for (const mode of ['pod', 'node'] as const) {
     await t.test(`a launcher SIGKILLed mid-run (${mode}): the next one ends the leftovers before its script starts, and says so`, async (t) => {
       const CHECK = `#!/bin/bash
@@ -193,7 +195,8 @@ ${DAEMONS.split('\n').slice(1).join('\n')}`
       assert.equal((await status(f)).phase, 'running')
       assert.deepEqual(pids.filter((p) => !alive(p)), [], 'the script died with its launcher: nothing to recover')
 
-      const second = f.launch(['--exit-on-success', ...args], asPod(f.pod))
+      const stateDir = mode === 'pod' ? f.stateDir : join(f.stateDir, 'restarted')
+      const second = f.launch(['--state-dir', stateDir, '--exit-on-success', ...args], asPod(f.pod))
       assert.equal((await second.exited()).code, 0, second.stderr())
       assert.equal(scriptLine(second, 'leftovers:'), 'leftovers: none')
       assert.deepEqual(pids.filter(alive), [])
@@ -201,7 +204,7 @@ ${DAEMONS.split('\n').slice(1).join('\n')}`
       const warning = second.logs.find((l) => /^an earlier launcher of action install left [34] process\(es\) running in cgroup/.test(String(l.msg)))
       assert.ok(warning !== undefined, JSON.stringify(second.logs.slice(0, 8)))
       assert.match(String(warning.msg), /its last status: running since/)
-      const s = await status(f)
+      const s = await status(f, stateDir)
       assert.equal(s.phase, 'succeeded')
       const recovered = s.recovered as { previous: { phase: string, attempts: number }, stoppedProcesses: number, cgroups: string[] }
       assert.equal(recovered.previous.phase, 'running')
