@@ -1,7 +1,7 @@
 // `npm run bench`: pkg-serve against the baselines, on this machine, in one run. Starts Azurite
 // over TLS (a certificate made here with openssl: production storage is always HTTPS) and then
-// over plain HTTP, pkg-serve (the built dist/, on Node 24 with the image's node flags and ENV
-// settings, as the image runs it; `--node=current` for the Node running the bench) and, when installed, `rclone
+// over plain HTTP, pkg-serve (the built dist/, on Node 24 with the image's ENV settings, as the
+// image runs it; `--node=current` for the Node running the bench) and, when installed, `rclone
 // serve http` on the same container; runs every case alternately several times; prints medians
 // and the ratios the performance issue asks for, and writes the figures to
 // bench/results/latest.json.
@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url'
 import { AccountSASPermissions, BlobServiceClient } from '@azure/storage-blob'
 import type { ContainerClient } from '@azure/storage-blob'
 import { AZURITE_ACCOUNT, AZURITE_KEY, connectionStringFor, spawnAzurite } from '../scripts/azurite.ts'
-import { IMAGE_ENV, IMAGE_NODE_ARGS } from '../scripts/image-env.ts'
+import { IMAGE_ENV } from '../scripts/image-env.ts'
 import type { AzuriteProcess } from '../scripts/azurite.ts'
 import { startThrottleRelay } from './throttle-relay.ts'
 import { READ_DEFAULTS } from '../src/cli/config.ts'
@@ -40,7 +40,7 @@ const cfg = QUICK
   : { large: 1 * GiB, reps: 5, memEach: 256 * MiB, smallSeconds: 10, startReps: 3, reloadReps: 3 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || '100')
 
-const IMAGE_ENV_TEXT = [...IMAGE_NODE_ARGS, ...Object.entries(IMAGE_ENV).map(([k, v]) => `${k}="${v}"`)].join(' ')
+const IMAGE_ENV_TEXT = Object.entries(IMAGE_ENV).map(([k, v]) => `${k}="${v}"`).join(' ')
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const median = (xs: number[]): number => {
@@ -143,7 +143,7 @@ const SERVER_NODE = serverNode()
 async function startPkgServe (env: Record<string, string>, extra: string[] = []): Promise<Server & { readyMs: number }> {
   const port = await freePort()
   const started = Date.now()
-  const proc = spawn(SERVER_NODE.path, [...IMAGE_NODE_ARGS, join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: '', ...IMAGE_ENV, ...env }, stdio: ['ignore', 2, 'inherit'] })
+  const proc = spawn(SERVER_NODE.path, [join(REPO, 'dist/cli.js'), 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra], { env: { ...process.env, NODE_OPTIONS: '', ...IMAGE_ENV, ...env }, stdio: ['ignore', 2, 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   const stop = tracked(() => stopProc(proc))
   await waitFor(`${url}/readyz`)
@@ -564,7 +564,7 @@ async function main (): Promise<void> {
 
   const results = {
     quick: QUICK,
-    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), benchNode: process.version, serverNode: SERVER_NODE.version, serverNodeArgs: IMAGE_NODE_ARGS, serverEnv: IMAGE_ENV },
+    machine: { cpus: spawnSync('nproc', { encoding: 'utf8' }).stdout.trim(), benchNode: process.version, serverNode: SERVER_NODE.version, serverEnv: IMAGE_ENV },
     tls: secure.results,
     plain: plain.results,
     largeAzuriteOnDisk: largeDisk,
