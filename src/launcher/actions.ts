@@ -26,11 +26,19 @@ export interface ActionScript {
   readonly sha256: string
 }
 
-/** Reads ACTION from the actions dir; a missing one is an error that lists what exists. */
-export async function readAction (actionsDir: string, name: string): Promise<ActionScript> {
+/**
+ * ACTION names a file here, a cgroup and records on the node: anything but a plain file name
+ * ("../x", "a/b") is refused before it reaches a path.
+ */
+export function checkActionName (name: string): void {
   if (!ACTION_NAME.test(name)) {
     throw new ActionError(`action "${name}" is not a file name (letters, digits, ".", "_", "-")`)
   }
+}
+
+/** Reads ACTION from the actions dir; a missing one is an error that lists what exists. */
+export async function readAction (actionsDir: string, name: string): Promise<ActionScript> {
+  checkActionName(name)
   let content: Buffer
   try {
     content = await readFile(join(actionsDir, name))

@@ -12,7 +12,7 @@
 // - `node`: `<the node's cgroup2 mount>/pkg-serve.slice/<ACTION>`, outside the pod's limits. The
 //   node's mount is found in /proc/<target>/mountinfo and reached through /proc/<target>/root.
 // The path is fixed per action, so a launcher that starts after a crash finds what an earlier one
-// left (the path is also recorded in status.json).
+// left (the path is also recorded in its status: status.json and the run record on the node).
 //
 // How the script gets in (see joinArgv): a tiny `sh` shim writes itself into the cgroup's
 // `cgroup.procs` and then execs; whatever it execs, and everything that forks from there, is in

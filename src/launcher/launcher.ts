@@ -11,12 +11,12 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Listener } from '../http/listen.ts'
 import { listenApp, openApp, urlFor } from '../server.ts'
 import type { LauncherConfig } from '../cli/config.ts'
-import { installAction, listActions, readAction } from './actions.ts'
+import { checkActionName, installAction, listActions, readAction } from './actions.ts'
 import type { ActionScript } from './actions.ts'
 import { buildCommand } from './nsenter.ts'
 import { runScript } from './supervise.ts'
 import type { ScriptResult } from './supervise.ts'
-import { createOnceRecords, createRunRecords, createStateDir, runKey } from './state.ts'
+import { createOnceRecords, createRunRecords, createStateDir, runKey, stillRunning, thisLauncher } from './state.ts'
 import type { Recovered, Status } from './state.ts'
 import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, stopCgroup } from './cgroup.ts'
 import type { RunCgroup } from './cgroup.ts'
@@ -96,6 +96,12 @@ async function recoverEarlierRun (
   return { at: new Date().toISOString(), previous: earlier, stoppedProcesses, cgroups: found }
 }
 
+/** The later of two statuses (by updatedAt); one without a readable time loses. */
+function newer (a: Status | undefined, b: Status | undefined): Status | undefined {
+  const at = (s: Status | undefined): number => typeof s?.updatedAt === 'string' ? Date.parse(s.updatedAt) || 0 : -1
+  return at(a) >= at(b) ? a : b
+}
+
 function describePrevious (previous: Status | undefined): string {
   if (previous === undefined) return ''
   const since = previous.startedAt != null ? ` since ${previous.startedAt}` : ''
@@ -103,6 +109,7 @@ function describePrevious (previous: Status | undefined): string {
 }
 
 export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): Promise<number> {
+  checkActionName(config.action)
   const log = deps.logger.child({ action: config.action })
   const state = createStateDir(config.stateDir)
   const once = createOnceRecords(config.hostDir)
@@ -110,7 +117,8 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   const args = [...config.scriptArgs]
   const { stop } = deps
 
-  let status: Omit<Status, 'updatedAt'> = { phase: 'starting', action: config.action, args, attempts: 0 }
+  const launcher = await thisLauncher()
+  let status: Omit<Status, 'updatedAt'> = { phase: 'starting', action: config.action, args, attempts: 0, ...(launcher !== undefined && { launcher }) }
   let recordFailed = false
   const update = async (patch: Partial<Omit<Status, 'updatedAt'>>): Promise<void> => {
     status = { ...status, ...patch }
@@ -121,12 +129,19 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
       // Only the next launcher's recovery after a container restart depends on it: a warning, once.
       if (!recordFailed) log.warn({ hostDir: config.hostDir }, `cannot keep the run record in ${config.hostDir} (${messageOf(err)}): a launcher in a restarted container will not know what this one was running`)
       recordFailed = true
+      await runs.forget(config.action).catch(() => {})
     }
   }
   // What an earlier launcher of this action last said: in this container's state dir (a restart
   // in place, a local run) or on the node (a restarted container or a new pod); the later one.
   const [local, onNode] = await Promise.all([state.read(), runs.read(config.action)])
-  const previous = local !== undefined && (onNode === undefined || local.updatedAt >= onNode.updatedAt) ? local : onNode
+  const later = newer(local, onNode)
+  // Unless its writer still runs: another launcher of this action on the node (a second pod of a
+  // rollout, another DaemonSet with the same action name), whose run is not for this one to end.
+  const otherRunning = later !== undefined && await stillRunning(later.launcher)
+  if (otherRunning) {
+    log.warn({ otherLauncher: later.launcher, otherPhase: later.phase }, `another launcher of action ${config.action} is running on this node (PID ${later.launcher?.pid ?? ''}, ${later.phase}): its run is not an earlier one and is left to it`)
+  }
   await state.init()
 
   // Where the runs' cgroup goes, or why there is none; then end what an earlier launcher left,
@@ -137,7 +152,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   } else {
     log.info({ cgroup: placement.dir, scriptCgroup: placement.mode }, `the script runs in cgroup ${placement.dir} (${placement.mode === 'pod' ? "inside the pod's cgroup: the pod's limits apply" : "on the node: the pod's limits do not apply"})`)
   }
-  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, previous, log)
+  const recovered = otherRunning ? undefined : await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, later, log)
   // At once: the earlier launcher's "running" must not stay on show while this one starts up.
   await update(recovered !== undefined ? { recovered } : {})
   await state.heartbeat()

@@ -30,7 +30,38 @@ export interface Status {
   readonly cgroup?: string | null
   /** Set when this launcher found an earlier launcher's run unfinished (a crash, an OOM kill). */
   readonly recovered?: Recovered
+  /** The launcher that wrote this (with hostPID, its PID on the node), to tell a dead one from a live one. */
+  readonly launcher?: LauncherProcess
   readonly updatedAt: string
+}
+
+export interface LauncherProcess {
+  readonly pid: number
+  /** When it started, in clock ticks since boot (/proc/PID/stat): a reused PID has another. */
+  readonly startTicks: number
+}
+
+/** A process's start time in clock ticks since boot; undefined when it does not exist. */
+async function startTicks (pid: number): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+    return Number.isFinite(ticks) ? ticks : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** This process, as a status names its writer. */
+export async function thisLauncher (): Promise<LauncherProcess | undefined> {
+  const ticks = await startTicks(process.pid)
+  return ticks === undefined ? undefined : { pid: process.pid, startTicks: ticks }
+}
+
+/** Whether the launcher that wrote a status still runs (another one: not an earlier run). */
+export async function stillRunning (writer: LauncherProcess | undefined): Promise<boolean> {
+  if (typeof writer?.pid !== 'number' || writer.pid === process.pid) return false
+  return await startTicks(writer.pid) === writer.startTicks
 }
 
 export interface Recovered {
@@ -111,6 +142,10 @@ export function createRunRecords (hostDir: string) {
     async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
       await mkdir(dir, { recursive: true })
       await writeAtomic(file(status.action), `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)
+    },
+    /** After a failed write: an older status (say, "running") must not outlive it. */
+    async forget (action: string): Promise<void> {
+      await rm(file(action), { force: true })
     }
   }
 }

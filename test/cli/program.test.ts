@@ -2,6 +2,8 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { runCli, runCliInProcess } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/tmp.ts'
@@ -73,7 +75,13 @@ test('run: a missing action lists the actions that exist; bad flags name the fla
   assertOneLineError(await runCliInProcess([...base, '--on-failure', 'later', 'install', dir], noAzure), /argument 'later' is invalid. Allowed choices are exit, retry/)
   assertOneLineError(await runCliInProcess([...base, '--nsenter-target', 'self', 'install', dir], noAzure), /invalid --nsenter-target "self" must be a process id/)
   assertOneLineError(await runCliInProcess([...base, 'install', dir], { ...noAzure, PKG_SERVE_ONCE: 'maybe' }), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
+  // Refused before the name reaches a path: no state, no record on the node, no cgroup looked for.
+  await rm(`${dir}/state`, { recursive: true, force: true })
+  await rm(`${dir}/host`, { recursive: true, force: true })
   assertOneLineError(await runCliInProcess([...base, '../etc/passwd', dir], noAzure), /action "\.\.\/etc\/passwd" is not a file name/)
+  assertOneLineError(await runCliInProcess([...base, 'a/../../b', dir], noAzure), /action "a\/\.\.\/\.\.\/b" is not a file name/)
+  assert.equal(existsSync(`${dir}/state`), false, 'the state dir was written')
+  assert.equal(existsSync(`${dir}/host`), false, 'the host dir was written')
 })
 
 test('the program reads the env it is given, not process.env', async (t) => {

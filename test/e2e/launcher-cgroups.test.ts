@@ -214,6 +214,25 @@ ${DAEMONS.split('\n').slice(1).join('\n')}`
     })
   }
 
+  await t.test('a second launcher of the action while the first still runs (another pod): not an earlier run, left alone', async (t) => {
+    const f = await fixture(t, { install: DAEMONS })
+    const first = f.launch(['install', f.storage])
+    await first.waitForLog((l) => l.msg === 'started')
+    const pids = await f.pids()
+    // Another pod: its own cgroup, state dir and ConfigMap; the same node, host dir and action.
+    const other = await tempDir(t)
+    await writeConfigMap(join(other, 'actions'), { install: '#!/bin/sh\necho second\n' })
+    const second = f.launch(['--state-dir', join(other, 'state'), '--actions-dir', join(other, 'actions'), '--exit-on-success', 'install', f.storage], inCgroup(await testCgroup(t, 'pod2')))
+    assert.equal((await second.exited()).code, 0, second.stderr())
+    assert.equal(scriptLine(second, 'second'), 'second')
+    assert.ok(second.logs.some(msgIs('another launcher of action install is running on this node (PID ')), JSON.stringify(second.logs.slice(0, 6)))
+    assert.equal(second.logs.find((l) => /earlier launcher/.test(String(l.msg))), undefined)
+    const s = JSON.parse(await readFile(join(other, 'state', 'status.json'), 'utf8')) as Record<string, unknown>
+    assert.equal(s.recovered, undefined)
+    assert.deepEqual(pids.filter((p) => !alive(p)), [], 'the first launcher\'s script was stopped')
+    await stopAndCheck(f, first, join(f.pod, 'pkg-serve-run.install'))
+  })
+
   await t.test('no cgroup v2 mounted: the process tree, and the log says so', async (t) => {
     // Neither the launcher nor the node it enters sees a cgroup2 mount (a cgroup v1 node).
     const f = await fixture(t, { install: '#!/bin/sh\nsleep 300 &\necho $! > "$(dirname "$0")/pids"\necho started\nwait\n' }, { nodeWithoutCgroup2: true })

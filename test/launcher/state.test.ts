@@ -1,9 +1,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createOnceRecords, createStateDir, runKey } from '../../src/launcher/state.ts'
+import { createOnceRecords, createRunRecords, createStateDir, runKey, stillRunning, thisLauncher } from '../../src/launcher/state.ts'
 import { tempDir } from '../helpers/tmp.ts'
 
 test('status.json: written whole, read back by the next launcher; the ready file comes and goes', async (t) => {
@@ -47,4 +49,36 @@ test('--once records: same script and args only; a record that cannot be written
   await mkdir(readOnly)
   await chmod(readOnly, 0o555)
   await assert.rejects(createOnceRecords(readOnly).record('install', key, []))
+})
+
+test('run records: per action on the node, read back, forgotten; a live writer is told from a dead one', async (t) => {
+  const host = await tempDir(t)
+  const runs = createRunRecords(host)
+  assert.equal(await runs.read('install'), undefined)
+  const me = await thisLauncher()
+  assert.ok(me !== undefined && me.pid === process.pid && me.startTicks > 0)
+  await runs.write({ phase: 'running', action: 'install', args: [], attempts: 1, cgroup: '/x/pkg-serve-run.install', launcher: me })
+  await runs.write({ phase: 'succeeded', action: 'cleanup', args: [], attempts: 1 })
+  assert.equal((await runs.read('install'))?.phase, 'running')
+  assert.equal((await runs.read('cleanup'))?.phase, 'succeeded')
+  assert.deepEqual((await readdir(join(host, '.pkg-serve-runs'))).sort(), ['cleanup.json', 'install.json'])
+  await runs.forget('install')
+  assert.equal(await runs.read('install'), undefined)
+  await runs.forget('install') // nothing there: no error
+
+  // This process wrote it: not "another launcher". A live other process with the same start
+  // time is; the same PID with another start time (a reused PID) or a gone one is not.
+  assert.equal(await stillRunning(me), false)
+  assert.equal(await stillRunning(undefined), false)
+  const other = spawn('sleep', ['30'])
+  t.after(() => other.kill())
+  await once(other, 'spawn')
+  const pid = other.pid ?? 0
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+  assert.equal(await stillRunning({ pid, startTicks: ticks }), true)
+  assert.equal(await stillRunning({ pid, startTicks: ticks - 1 }), false)
+  other.kill()
+  await once(other, 'exit')
+  assert.equal(await stillRunning({ pid, startTicks: ticks }), false)
 })
