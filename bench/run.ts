@@ -51,18 +51,38 @@ const median = (xs: number[]): number => {
 const log = (msg: string): void => { process.stderr.write(`bench: ${msg}\n`) }
 
 /**
- * The stops of every process the bench started and has not stopped yet. When a case fails they
- * all run before the bench exits: a server or Azurite left behind would keep writing to the
- * output the bench shares with them, and whoever waits for that output to end (CI) would wait forever.
+ * The stops of every process the bench started and has not stopped yet. When the bench fails or
+ * is signalled they all run before it exits: a pkg-serve left behind shares the bench's output,
+ * and whoever waits for that output to end (CI) would wait forever.
  */
 const running = new Set<() => Promise<void>>()
+/** The inner run of the bench, when this is the outer one (see withCertificate). */
+let child: ChildProcess | undefined
+let shuttingDown: Promise<void> | undefined
 function tracked (stop: () => Promise<void>): () => Promise<void> {
-  const once = async (): Promise<void> => { running.delete(once); await stop() }
-  running.add(once)
-  return once
+  let stopping: Promise<void> | undefined
+  // Called twice (a case and the shutdown), it stops once; it stays listed until it has.
+  const stopOnce = (): Promise<void> => (stopping ??= stop().finally(() => { running.delete(stopOnce) }))
+  running.add(stopOnce)
+  // Started while the bench shuts down (a case still running): stopped at once, and waited for.
+  if (shuttingDown !== undefined) stopOnce().catch(() => {})
+  return stopOnce
 }
-async function stopAll (): Promise<void> {
-  await Promise.allSettled([...running].map(async (stop) => { await stop() }))
+/**
+ * Stops everything (whatever starts meanwhile too; in the outer run, the inner one), then exits
+ * 1; a second call waits for the first.
+ */
+function shutdown (): Promise<void> {
+  shuttingDown ??= (async () => {
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit')
+      child.kill('SIGTERM')
+      await exited
+    }
+    while (running.size > 0) await Promise.allSettled([...running].map(async (stop) => { await stop() }))
+    process.exit(1)
+  })()
+  return shuttingDown
 }
 async function azuriteTracked (options: Parameters<typeof spawnAzurite>[0]): Promise<AzuriteProcess> {
   const azurite = await spawnAzurite(options)
@@ -627,8 +647,6 @@ async function onlyParallel (): Promise<void> {
   }
 }
 
-/** The inner run of the bench, when this is the outer one. */
-let child: ChildProcess | undefined
 /**
  * Node reads NODE_EXTRA_CA_CERTS only at start-up: the bench makes its certificate, then runs
  * itself again with it trusted (pkg-serve, started from there, inherits the trust).
@@ -658,13 +676,15 @@ async function pollCount (url: string): Promise<number> {
   return [...text.matchAll(/pkg_serve_manifest_reloads_total\{result="(?:unchanged|loaded)"\} (\d+)/g)].reduce((n, x) => n + Number(x[1]), 0)
 }
 
-(CERT === undefined ? withCertificate() : main()).catch(async (err: unknown) => {
+/** A failure anywhere ends the bench (a relay or proxy may still listen): what it started goes first. */
+const fail = (err: unknown): void => {
   process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
-  await stopAll()
-  // A relay or proxy may still be listening: the failure ends the bench regardless.
-  process.exit(1)
-})
+  shutdown().catch(() => {})
+}
+(CERT === undefined ? withCertificate() : main()).catch(fail)
+process.on('uncaughtException', fail).on('unhandledRejection', fail)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  // The outer run (withCertificate) passes the signal on to the inner one, which stops what it started.
-  process.once(signal, () => { if (child !== undefined) child.kill(signal); else stopAll().finally(() => process.exit(1)).catch(() => {}) })
+  // The outer run (withCertificate) passes the signal on to the inner one, which stops what it
+  // started. A second signal (Ctrl-C reaches the whole group, and is passed on too) changes nothing.
+  process.on(signal, () => { if (child !== undefined) child.kill(signal); else shutdown().catch(() => {}) })
 }

@@ -59,7 +59,10 @@ export async function spawnAzurite (options: { location?: string, port?: number,
 
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
-    const timer = setTimeout(() => { reject(new Error(`Azurite did not start in 30s: ${out}`)) }, 30_000)
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL') // not left running by a caller that never got its handle
+      reject(new Error(`Azurite did not start in 30s: ${out}`))
+    }, 30_000)
     child.stdout?.on('data', (chunk: Buffer) => {
       out += chunk.toString()
       const match = /successfully listens on https?:\/\/[^:]+:(\d+)/.exec(out)

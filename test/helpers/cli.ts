@@ -68,6 +68,8 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
   const waiters = new Set<() => void>()
   let buffered = ''
   let stderr = ''
+  /** Exited, and its output read to the end. */
+  let closed = false
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
     buffered += chunk
     let nl
@@ -90,9 +92,12 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
   const exit = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
       // Its last lines may still be in the pipes: wait for them to close (2 s at most, in case a
-      // process it left behind holds them open).
+      // process it left behind holds them open; then they are closed here).
       const done = (): void => {
         clearTimeout(timer)
+        closed = true
+        child.stdout?.destroy()
+        child.stderr?.destroy()
         for (const w of waiters) w()
         resolve({ code, signal })
       }
@@ -107,7 +112,7 @@ export function startCli (t: TestContext, args: readonly string[], env: Record<s
     stderr: () => stderr,
     dropped: 0,
     waitForLog (predicate, timeoutMs = 30_000) {
-      return waitForLine({ child, logs, waiters, who: 'pkg-serve', context: () => `stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}` }, predicate, timeoutMs)
+      return waitForLine({ child, logs, waiters, who: 'pkg-serve', context: () => `stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`, ended: () => closed }, predicate, timeoutMs)
     },
     exited: () => exit,
     async stop () {

@@ -13,15 +13,18 @@ export interface LogSource {
   readonly who: string
   /** What to show of it when the line does not come. */
   readonly context: () => string
+  /** Whether no more lines can come (default: the process exited; its pipes may still hold some). */
+  readonly ended?: () => boolean
 }
 
 export function waitForLine (source: LogSource, predicate: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
   const { child, logs, waiters, who, context } = source
+  const ended = source.ended ?? ((): boolean => child.exitCode !== null || child.signalCode !== null)
   return new Promise((resolve, reject) => {
     const check = (): void => {
       const found = logs.find(predicate)
       if (found !== undefined) { cleanup(); resolve(found); return }
-      if (child.exitCode !== null || child.signalCode !== null) {
+      if (ended()) {
         cleanup()
         reject(new Error(`${who} exited (${child.exitCode ?? child.signalCode ?? ''}) before the expected log line; ${context()}`))
       }
