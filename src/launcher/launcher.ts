@@ -117,7 +117,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   const args = [...config.scriptArgs]
   const { stop } = deps
 
-  const launcher = await thisLauncher()
+  const launcher = thisLauncher()
   let status: Omit<Status, 'updatedAt'> = { phase: 'starting', action: config.action, args, attempts: 0, ...(launcher !== undefined && { launcher }) }
   let recordFailed = false
   const update = async (patch: Partial<Omit<Status, 'updatedAt'>>): Promise<void> => {
@@ -138,7 +138,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   const later = newer(local, onNode)
   // Unless its writer still runs: another launcher of this action on the node (a second pod of a
   // rollout, another DaemonSet with the same action name), whose run is not for this one to end.
-  const otherRunning = later !== undefined && await stillRunning(later.launcher)
+  const otherRunning = later !== undefined && stillRunning(later.launcher)
   if (otherRunning) {
     log.warn({ otherLauncher: later.launcher, otherPhase: later.phase }, `another launcher of action ${config.action} is running on this node (PID ${later.launcher?.pid ?? ''}, ${later.phase}): its run is not an earlier one and is left to it`)
   }

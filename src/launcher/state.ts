@@ -9,6 +9,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { statOf } from './supervise.ts'
 
 export type Phase = 'starting' | 'running' | 'succeeded' | 'failed' | 'retrying' | 'skipped' | 'stopped'
 
@@ -41,27 +42,22 @@ export interface LauncherProcess {
   readonly startTicks: number
 }
 
-/** A process's start time in clock ticks since boot; undefined when it does not exist. */
-async function startTicks (pid: number): Promise<number | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
-    return Number.isFinite(ticks) ? ticks : undefined
-  } catch {
-    return undefined
-  }
+/** A process's start time in clock ticks since boot (stat field 22); undefined when it does not exist. */
+function startTicks (pid: number): number | undefined {
+  const ticks = Number(statOf(pid)?.[19])
+  return Number.isFinite(ticks) ? ticks : undefined
 }
 
 /** This process, as a status names its writer. */
-export async function thisLauncher (): Promise<LauncherProcess | undefined> {
-  const ticks = await startTicks(process.pid)
+export function thisLauncher (): LauncherProcess | undefined {
+  const ticks = startTicks(process.pid)
   return ticks === undefined ? undefined : { pid: process.pid, startTicks: ticks }
 }
 
 /** Whether the launcher that wrote a status still runs (another one: not an earlier run). */
-export async function stillRunning (writer: LauncherProcess | undefined): Promise<boolean> {
+export function stillRunning (writer: LauncherProcess | undefined): boolean {
   if (typeof writer?.pid !== 'number' || writer.pid === process.pid) return false
-  return await startTicks(writer.pid) === writer.startTicks
+  return startTicks(writer.pid) === writer.startTicks
 }
 
 export interface Recovered {
@@ -106,7 +102,7 @@ export function createStateDir (dir: string) {
     /** The status an earlier launcher left; undefined when there is none or it is unreadable. */
     read: async (): Promise<Status | undefined> => readStatus(statusFile),
     async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
-      await writeAtomic(statusFile, `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)
+      await writeAtomic(statusFile, statusText(status))
     },
     async setReady (ready: boolean): Promise<void> {
       if (ready) await writeAtomic(readyFile, `${new Date().toISOString()}\n`)
@@ -116,6 +112,11 @@ export function createStateDir (dir: string) {
 }
 
 export type StateDir = ReturnType<typeof createStateDir>
+
+/** A status as status.json and the run record hold it, stamped now. */
+function statusText (status: Omit<Status, 'updatedAt'>): string {
+  return `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`
+}
 
 /** A status file a launcher wrote; undefined when there is none or it is unreadable. */
 async function readStatus (file: string): Promise<Status | undefined> {
@@ -141,7 +142,7 @@ export function createRunRecords (hostDir: string) {
     read: async (action: string): Promise<Status | undefined> => readStatus(file(action)),
     async write (status: Omit<Status, 'updatedAt'>): Promise<void> {
       await mkdir(dir, { recursive: true })
-      await writeAtomic(file(status.action), `${JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 2)}\n`)
+      await writeAtomic(file(status.action), statusText(status))
     },
     /** After a failed write: an older status (say, "running") must not outlive it. */
     async forget (action: string): Promise<void> {

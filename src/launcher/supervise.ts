@@ -55,7 +55,7 @@ function statFields (stat: string): string[] {
 }
 
 /** pid's stat fields (statFields), or undefined once it is gone. */
-function statOf (pid: number): string[] | undefined {
+export function statOf (pid: number): string[] | undefined {
   try {
     return statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'))
   } catch {

@@ -55,7 +55,7 @@ test('run records: per action on the node, read back, forgotten; a live writer i
   const host = await tempDir(t)
   const runs = createRunRecords(host)
   assert.equal(await runs.read('install'), undefined)
-  const me = await thisLauncher()
+  const me = thisLauncher()
   assert.ok(me !== undefined && me.pid === process.pid && me.startTicks > 0)
   await runs.write({ phase: 'running', action: 'install', args: [], attempts: 1, cgroup: '/x/pkg-serve-run.install', launcher: me })
   await runs.write({ phase: 'succeeded', action: 'cleanup', args: [], attempts: 1 })
@@ -68,17 +68,17 @@ test('run records: per action on the node, read back, forgotten; a live writer i
 
   // This process wrote it: not "another launcher". A live other process with the same start
   // time is; the same PID with another start time (a reused PID) or a gone one is not.
-  assert.equal(await stillRunning(me), false)
-  assert.equal(await stillRunning(undefined), false)
+  assert.equal(stillRunning(me), false)
+  assert.equal(stillRunning(undefined), false)
   const other = spawn('sleep', ['30'])
   t.after(() => other.kill())
   await once(other, 'spawn')
   const pid = other.pid ?? 0
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
-  assert.equal(await stillRunning({ pid, startTicks: ticks }), true)
-  assert.equal(await stillRunning({ pid, startTicks: ticks - 1 }), false)
+  assert.equal(stillRunning({ pid, startTicks: ticks }), true)
+  assert.equal(stillRunning({ pid, startTicks: ticks - 1 }), false)
   other.kill()
   await once(other, 'exit')
-  assert.equal(await stillRunning({ pid, startTicks: ticks }), false)
+  assert.equal(stillRunning({ pid, startTicks: ticks }), false)
 })
