@@ -360,12 +360,18 @@ async function setting (tls: boolean): Promise<{ results: ReturnType<typeof sett
   await container.getBlockBlobClient('packages.toml').uploadData(Buffer.from(MANIFEST))
   const { servers, paths, direct } = await startServers(azurite)
   if (servers.length === 1) log('rclone is not installed: its baselines are skipped (apt-get install rclone)')
+  // Resident size before any download and again before the memory case: the peak is the fixed
+  // size (runtime, modules, what earlier downloads left) plus what the concurrent downloads hold.
+  await sleep(1000)
+  const rssAtStart = Object.fromEntries(servers.map((s) => [s.name, rssMiB(s.pid)]))
 
   const large = await largeCase(servers, paths, direct('large.bin'), CERT !== undefined && tls ? ['--cacert', CERT.certFile] : [])
 
   // Memory: 8 concurrent downloads plus one client reading at 64 KiB/s.
   const memory: Record<string, number> = {}
+  const rssBefore: Record<string, number> = {}
   for (const s of servers) {
+    rssBefore[s.name] = rssMiB(s.pid)
     const peak = rssPeak(s.pid)
     const slow = curl(paths[s.name]?.('mem.bin', 'mem') ?? '', ['--limit-rate', '64K', '--max-time', '8'], true)
     const fast = await Promise.all(Array.from({ length: 8 }, async () => curl(paths[s.name]?.('mem.bin', 'mem') ?? '')))
@@ -403,7 +409,7 @@ async function setting (tls: boolean): Promise<{ results: ReturnType<typeof sett
   const smallDistinct = await smallCase((server, i) => paths[server]?.(`${distinctName(i % DISTINCT)}.bin`, distinctName(i % DISTINCT)) ?? '')
   log('small case done')
   return {
-    results: settingResults(tls, large, memory, small, smallDistinct),
+    results: settingResults(tls, large, { peak: memory, atStart: rssAtStart, beforeCase: rssBefore }, small, smallDistinct),
     azurite,
     container,
     largeSha256,
@@ -411,19 +417,27 @@ async function setting (tls: boolean): Promise<{ results: ReturnType<typeof sett
   }
 }
 
-function settingResults (tls: boolean, large: LargeFigures, memory: Record<string, number>, small: SmallFigures, smallDistinct: SmallFigures) {
+interface RssFigures { readonly peak: Record<string, number>, readonly atStart: Record<string, number>, readonly beforeCase: Record<string, number> }
+
+function settingResults (tls: boolean, large: LargeFigures, rss: RssFigures, small: SmallFigures, smallDistinct: SmallFigures) {
   const pkg = 'pkg-serve'
   const ratio = (a: number, b: number): number | null => Number.isNaN(b) ? null : a / b
+  const memory = rss.peak
+  const growth = Object.fromEntries(Object.entries(memory).map(([k, v]) => [k, v - (rss.beforeCase[k] ?? NaN)]))
   return {
     storage: tls ? 'https (TLS 1.3)' : 'http',
     large: summarizeLarge(large),
     memoryPeakRssMiB: memory,
+    rssAtStartMiB: rss.atStart,
+    rssBeforeMemoryCaseMiB: rss.beforeCase,
+    memoryGrowthMiB: growth,
     small: summarize(small),
     smallDistinct: summarize(smallDistinct),
     ratios: {
       throughputVsAzurite: m(large[pkg]?.mbps) / m(large.azurite?.mbps),
       cpuVsRclone: ratio(m(large[pkg]?.cpuPerGiB), m(large.rclone?.cpuPerGiB)),
       rssVsRclone: ratio(memory[pkg] ?? NaN, memory.rclone ?? NaN),
+      rssGrowthVsRclone: ratio(growth[pkg] ?? NaN, growth.rclone ?? NaN),
       smallRpsVsRclone: ratio(m(small[pkg]?.rps), m(small.rclone?.rps)),
       smallDistinctRpsVsRclone: ratio(m(smallDistinct[pkg]?.rps), m(smallDistinct.rclone?.rps))
     }
@@ -609,6 +623,7 @@ async function main (): Promise<void> {
       ...names.map((n) => row([n, f(r.large.throughputMBps[n], 0), f(r.large.serverCpuSecondsPerGiB[n]), f(r.memoryPeakRssMiB[n], 0), f(r.small[n]?.rps, 0), f(r.small[n]?.p99ms, 1), f(r.smallDistinct[n]?.rps, 0), String((r.small[n]?.errors ?? 0) + (r.smallDistinct[n]?.errors ?? 0))])),
       '',
       `ratios vs rclone: CPU/GiB ${f(r.ratios.cpuVsRclone)}× (target ≤ 0.5 over TLS), peak RSS ${f(r.ratios.rssVsRclone)}× (≤ 0.6), small one package ${f(r.ratios.smallRpsVsRclone)}× (≥ 3), own packages ${f(r.ratios.smallDistinctRpsVsRclone)}× (≥ 1.2); throughput ${f(r.ratios.throughputVsAzurite)}× curl ← Azurite`,
+      `resident MiB: ${names.map((n) => `${n} ${f(r.rssAtStartMiB[n], 0)} at start, ${f(r.rssBeforeMemoryCaseMiB[n], 0)} after the large downloads, ${f(r.memoryPeakRssMiB[n], 0)} at the memory case's peak (+${f(r.memoryGrowthMiB[n], 0)})`).join('; ')}; growth ${f(r.ratios.rssGrowthVsRclone)}× rclone's`,
       ...(['small', 'smallDistinct'] as const).flatMap((which) => names.map((n) => {
         const c = r[which][n]?.cpuMsPerRequest
         return `${which === 'small' ? 'one package' : 'own packages'} via ${n}: CPU ms per request: server ${f(c?.server, 3)}, storage ${f(c?.storage, 3)}, client ${f(c?.client, 3)}`
