@@ -69,7 +69,7 @@ async function recoverEarlierRun (
 ): Promise<Recovered | undefined> {
   const dirs = new Set<string>()
   if (placement !== undefined) dirs.add(placement.dir)
-  const recorded = previous?.action === config.action ? previous.cgroup : undefined
+  const recorded = previous?.cgroup
   if (typeof recorded === 'string' && await isRunCgroup(recorded, config.action)) dirs.add(recorded)
 
   const found: string[] = []
@@ -87,7 +87,7 @@ async function recoverEarlierRun (
     }
     if (!result.removed) log.error({ cgroup: dir }, `cgroup ${dir} of an earlier run could not be removed: a process in it does not die (uninterruptible I/O?)`)
   }
-  const interrupted = previous?.action === config.action && previous.phase === 'running'
+  const interrupted = previous?.phase === 'running'
   if (interrupted && stoppedProcesses === 0) {
     log.warn({ previousPhase: previous.phase }, `the earlier launcher of action ${config.action} ended while its run was in progress${describePrevious(previous)}; that run never finished and ${placement !== undefined ? 'nothing of it is left running' : 'without cgroup v2 its leftovers cannot be found'}`)
   }
@@ -134,8 +134,10 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   }
   // What an earlier launcher of this action last said: in this container's state dir (a restart
   // in place, a local run) or on the node (a restarted container or a new pod); the later one.
+  // A local run may share its state dir with other actions: their statuses are not this one's.
+  const ofThisAction = (s: Status | undefined): Status | undefined => s?.action === config.action ? s : undefined
   const [local, onNode] = await Promise.all([state.read(), runs.read(config.action)])
-  const later = newer(local, onNode)
+  const later = newer(ofThisAction(local), ofThisAction(onNode))
   // Unless its writer still runs: another launcher of this action on the node (a second pod of a
   // rollout, another DaemonSet with the same action name), whose run is not for this one to end.
   const otherRunning = later !== undefined && stillRunning(later.launcher)
@@ -155,10 +157,19 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   const recovered = otherRunning ? undefined : await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, later, log)
   // At once: the earlier launcher's "running" must not stay on show while this one starts up.
   await update(recovered !== undefined ? { recovered } : {})
+  // From here on a failure is recorded: never leave "running" (or "starting") behind for a run
+  // this launcher no longer runs.
+  const failed = async (err: unknown): Promise<never> => {
+    await update({ phase: 'failed', cgroup: null, message: `pkg-serve failed: ${messageOf(err)}` }).catch(() => {})
+    throw err
+  }
   await state.heartbeat()
   const heartbeat = setInterval(() => { state.heartbeat().catch(() => {}) }, 10_000)
   heartbeat.unref()
-  let script: ActionScript = await readAction(config.actionsDir, config.action)
+  let script: ActionScript = await readAction(config.actionsDir, config.action).catch((err: unknown) => {
+    clearInterval(heartbeat)
+    return failed(err)
+  })
   await update({ scriptSha256: script.sha256 })
 
   // --watch: a changed script aborts `changed`, which interrupts a run, a retry wait or the idle.
@@ -277,9 +288,7 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   try {
     return await loop()
   } catch (err) {
-    // Never leave "running" (or "starting") behind for a run this launcher no longer runs.
-    await update({ phase: 'failed', cgroup: null, message: `pkg-serve failed: ${messageOf(err)}` }).catch(() => {})
-    throw err
+    return await failed(err)
   } finally {
     clearInterval(heartbeat)
     if (watcher !== undefined) clearInterval(watcher)

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { statOf } from './supervise.ts'
+import { messageOf } from '../lib/errors.ts'
 
 export type Phase = 'starting' | 'running' | 'succeeded' | 'failed' | 'retrying' | 'skipped' | 'stopped'
 
@@ -96,8 +97,12 @@ export function createStateDir (dir: string) {
       }
     },
     async init (): Promise<void> {
-      await mkdir(dir, { recursive: true })
-      await rm(readyFile, { force: true })
+      try {
+        await mkdir(dir, { recursive: true })
+        await rm(readyFile, { force: true })
+      } catch (err) {
+        throw new Error(`cannot use the state dir ${dir} (--state-dir): ${messageOf(err)}`, { cause: err })
+      }
     },
     /** The status an earlier launcher left; undefined when there is none or it is unreadable. */
     read: async (): Promise<Status | undefined> => readStatus(statusFile),

@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { rm } from 'node:fs/promises'
+import { rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { runCli, runCliInProcess } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/tmp.ts'
@@ -75,6 +75,8 @@ test('run: a missing action lists the actions that exist; bad flags name the fla
   assertOneLineError(await runCliInProcess([...base, '--on-failure', 'later', 'install', dir], noAzure), /argument 'later' is invalid. Allowed choices are exit, retry/)
   assertOneLineError(await runCliInProcess([...base, '--nsenter-target', 'self', 'install', dir], noAzure), /invalid --nsenter-target "self" must be a process id/)
   assertOneLineError(await runCliInProcess([...base, 'install', dir], { ...noAzure, PKG_SERVE_ONCE: 'maybe' }), /invalid PKG_SERVE_ONCE "maybe": use true or false/)
+  await writeFile(`${dir}/a-file`, '')
+  assertOneLineError(await runCliInProcess([...base, '--state-dir', `${dir}/a-file/state`, 'install', dir], noAzure), /cannot use the state dir .*\/a-file\/state \(--state-dir\): ENOTDIR/)
   // Refused before the name reaches a path: no state, no record on the node, no cgroup looked for.
   await rm(`${dir}/state`, { recursive: true, force: true })
   await rm(`${dir}/host`, { recursive: true, force: true })

@@ -21,6 +21,7 @@ import { NEEDS_ROOT, isRoot, startFakeNode } from '../helpers/fake-node.ts'
 import type { FakeNode } from '../helpers/fake-node.ts'
 import { tempDir } from '../helpers/tmp.ts'
 import { inCgroup, testCgroup } from '../helpers/cgroup.ts'
+import { thisLauncher } from '../../src/launcher/state.ts'
 
 const PACKAGE = Buffer.from('#!/bin/sh\necho "tool 1.0 installed"\n')
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex')
@@ -143,6 +144,29 @@ greet
     assert.ok(cli.logs.some(msgIs('action install exited with code 3 after')))
     assert.equal(existsSync(join(f.stateDir, 'ready')), false)
     assert.equal((await status(f)).phase, 'failed')
+  })
+
+  await t.test('a launcher that fails before its first run says so in its status, not "starting"', async (t) => {
+    const f = await fixture(t, azurite, { install: '#!/bin/sh\n' })
+    const cli = f.launch(['nope', 'devstoreaccount1'])
+    assert.notEqual((await cli.exited()).code, 0)
+    for (const file of [join(f.stateDir, 'status.json'), join(f.hostDir, '.pkg-serve-runs', 'nope.json')]) {
+      const s = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
+      assert.equal(s.phase, 'failed', file)
+      assert.match(String(s.message), /no action "nope" in .*; the actions there are: install/)
+    }
+  })
+
+  await t.test('a status that another action left in a shared state dir is not taken for this action\'s', async (t) => {
+    const f = await fixture(t, azurite, { install: '#!/bin/sh\necho ran\n' })
+    // Another action's launcher, still running (this test process stands for it), mid-run.
+    await mkdir(f.stateDir, { recursive: true })
+    await writeFile(join(f.stateDir, 'status.json'), JSON.stringify({ phase: 'running', action: 'other', args: [], attempts: 1, launcher: thisLauncher(), updatedAt: new Date().toISOString() }))
+    const cli = f.launch(['--exit-on-success', 'install', 'devstoreaccount1'])
+    assert.equal((await cli.exited()).code, 0, cli.stderr())
+    assert.ok(!cli.logs.some(msgIs('another launcher of action install')), 'another action\'s launcher taken for one of this action')
+    assert.ok(!cli.logs.some((l) => /the earlier launcher|an earlier launcher/.test(String(l.msg))))
+    assert.equal((await status(f)).recovered, undefined)
   })
 
   await t.test('--on-failure retry retries with backoff until the script succeeds', async (t) => {
