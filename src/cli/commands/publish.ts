@@ -13,8 +13,8 @@
 // Memory stays bounded whatever the file's size.
 
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { stat } from 'node:fs/promises'
+import { open, stat } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { Transform } from 'node:stream'
 import mime from 'mime-types'
@@ -136,18 +136,32 @@ async function updateManifest (store: WritableStore, config: PublishConfig, entr
   }
 }
 
+const unreadableText = (file: string, err: unknown): string => `cannot read ${file}: ${errnoCode(err) ?? messageOf(err)}`
+
 export async function publish (config: PublishConfig, env: Readonly<Record<string, string | undefined>>, out: Out): Promise<PublishResult> {
   if (!NAME_PATTERN.test(config.name)) throw new ConfigError(`invalid --name "${config.name}": must match [A-Za-z0-9._-]{1,128}`)
   if (!NAME_PATTERN.test(config.tag)) throw new ConfigError(`invalid --tag "${config.tag}": must match [A-Za-z0-9._-]{1,128}`)
   let size: number
+  let file: FileHandle
   try {
     const s = await stat(config.file)
+    // Not a FIFO or a device: opening one could wait for a writer, and its size says nothing.
     if (!s.isFile()) throw new ConfigError(`${config.file} is not a regular file`)
-    size = s.size
+    // Opened before storage is touched: a file we may not read is our error, not storage's.
+    file = await open(config.file, 'r')
+    size = (await file.stat()).size
   } catch (err) {
     if (err instanceof ConfigError) throw err
-    throw new ConfigError(`cannot read ${config.file}: ${errnoCode(err) ?? messageOf(err)}`)
+    throw new ConfigError(unreadableText(config.file, err))
   }
+  try {
+    return await publishFile(config, env, out, file, size)
+  } finally {
+    await file.close().catch(() => {})
+  }
+}
+
+async function publishFile (config: PublishConfig, env: Readonly<Record<string, string | undefined>>, out: Out, file: FileHandle, size: number): Promise<PublishResult> {
   // N/T/BASENAME: two tags never share bytes by accident.
   const path = config.path ?? `${config.name}/${config.tag}/${basename(config.file)}`
   const checked = entrySchema.shape.path.safeParse(path)
@@ -185,8 +199,15 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
         callback(null, chunk)
       }
     })
-    const source = createReadStream(config.file, { highWaterMark: 1024 * 1024 })
-    source.once('error', (err) => hasher.destroy(err))
+    const source = file.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false, start: 0 })
+    let readError: Error | undefined
+    source.once('error', (err) => {
+      readError = err
+      hasher.destroy(err)
+    })
+    // The upload listens once it has started (a store may first make a directory): until then a
+    // failed read must not be an unhandled 'error'; the upload still sees the stream fail.
+    hasher.on('error', () => {})
     const progress = progressPrinter(size, process.stderr)
     let blob: BlobProperties
     try {
@@ -197,6 +218,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
         ...(existing === undefined ? { ifNoneMatch: '*' as const } : { ifMatch: existing.etag })
       })
     } catch (err) {
+      if (readError !== undefined) throw new ConfigError(`${unreadableText(config.file, readError)}; nothing was published`)
       if (isStorageError(err) && err.kind === 'changed') {
         throw new PublishConflictError(`blob "${path}" was ${existing === undefined ? 'created' : 'replaced'} by another publisher while this one uploaded; ` +
           'nothing was changed by this publish')

@@ -5,8 +5,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, readdirSync } from 'node:fs'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { existsSync, mkdirSync, readdirSync } from 'node:fs'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ContainerClient } from '@azure/storage-blob'
 import { parseManifest } from '../../../src/manifest/parse.ts'
@@ -232,6 +232,31 @@ test('publish to a local directory: the container directory is created, and blob
   const manifest = parseManifest(await readFile(join(root, 'pkg', 'packages.toml'), 'utf8'))
   const entry = manifest.packages.get('tool')?.get('2')
   assert.equal(sha256(await readFile(join(root, 'pkg', 'tool', '2', 'same.bin'))), entry?.sha256)
+})
+
+/** The CLI's argv such that a file with mode 000 cannot be read: as root, without the capabilities that read any file. */
+function unprivileged (args: string[]): { file: string, args: string[] } | undefined {
+  if (process.getuid?.() !== 0) return { file: process.execPath, args: cliArgs(args) }
+  if (spawnSync('sh', ['-c', 'command -v setpriv']).status !== 0) return undefined
+  const drop = '-dac_override,-dac_read_search'
+  return { file: 'setpriv', args: ['--inh-caps', drop, '--bounding-set', drop, '--', process.execPath, ...cliArgs(args)] }
+}
+
+test('publish of a file it may not read: one line naming the file, before storage is touched', async (t) => {
+  const root = await tempDir(t)
+  const file = join(root, 'secret.bin')
+  await writeFile(file, 'secret')
+  await chmod(file, 0o000)
+  const run = unprivileged(['publish', root, file, '--name', 'x', '--tag', '1'])
+  if (run === undefined) {
+    t.skip('as root this needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE')
+    return
+  }
+  const r = spawnSync(run.file, run.args, { cwd: REPO, env: { ...process.env, AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: undefined }, encoding: 'utf8', timeout: 60_000 })
+  assert.equal(r.status, 2, r.stderr)
+  assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr)
+  assert.match(r.stderr, /^pkg-serve: cannot read .*secret\.bin: EACCES$/m)
+  assert.equal(existsSync(join(root, 'pkg')), false, 'storage was touched')
 })
 
 /** chattr +i (immutable) works only as root on filesystems that support it (ext4, xfs; not overlayfs, tmpfs). */
