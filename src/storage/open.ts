@@ -87,6 +87,27 @@ function checkConnectionString (spec: string, shown: string, connectionString: s
 }
 
 /**
+ * STORAGE with the SAS that PKG_SERVE_STORAGE carries, when both name the same endpoint (an
+ * account name, or a URL without a query): a SAS belongs in the environment, from a Secret, not
+ * in args that the node's process list shows, while the DaemonSet's args still name the account.
+ * Anything else is STORAGE as given.
+ */
+export function withSasFromEnv (spec: string | undefined, fromEnv: string | undefined, endpointSuffix: string): string | undefined {
+  const s = spec?.trim()
+  const sasUrl = fromEnv?.trim()
+  if (s === undefined || sasUrl === undefined || s === sasUrl || s.includes('?')) return spec
+  let sas: URL
+  try {
+    sas = new URL(sasUrl)
+  } catch {
+    return spec
+  }
+  if (!sas.searchParams.has('sig')) return spec
+  const named = ACCOUNT_NAME.test(s) ? `https://${s}.blob.${endpointSuffix}` : /^https?:\/\//i.test(s) ? s : undefined
+  return named !== undefined && sameEndpoint(named, withoutQuery(sas)) ? sasUrl : spec
+}
+
+/**
  * Classifies STORAGE. A connection string serves it when STORAGE is absent or names the same
  * account or endpoint; an explicit local directory always wins.
  */
@@ -188,7 +209,8 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
     return { store: createAzureStore({ container, description: how, requestTimeoutMs: timeoutMs, idleTimeoutMs: timeoutMs, proxy, parallel }), description: how }
   }
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING
-  const target = parseStorage(opts.storage, { endpointSuffix: opts.endpointSuffix, connectionString })
+  const spec = withSasFromEnv(opts.storage, env.PKG_SERVE_STORAGE, opts.endpointSuffix)
+  const target = parseStorage(spec, { endpointSuffix: opts.endpointSuffix, connectionString })
 
   if (target.kind === 'local') {
     if (!existsSync(target.directory) || !statSync(target.directory).isDirectory()) {

@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { StorageSpecError, openStore, parseStorage } from '../../src/storage/open.ts'
+import { StorageSpecError, openStore, parseStorage, withSasFromEnv } from '../../src/storage/open.ts'
 import { connectionStringFor } from '../helpers/azurite.ts'
 import { tempDir } from '../helpers/tmp.ts'
 
@@ -92,4 +92,20 @@ test('STORAGE: a connection string or key given as STORAGE is refused without re
     })
   }
   assert.throws(() => parseStorage('Bad_Name?sig=SECRETSIG', opts), (err: Error) => !err.message.includes('SECRETSIG'))
+})
+
+test('STORAGE takes the SAS in PKG_SERVE_STORAGE only when both name the same endpoint', () => {
+  const sas = 'https://acct.blob.core.windows.net/?sv=2024&sig=SECRETSIG'
+  const suffix = 'core.windows.net'
+  assert.equal(withSasFromEnv('acct', sas, suffix), sas)
+  assert.equal(withSasFromEnv('https://acct.blob.core.windows.net', sas, suffix), sas)
+  assert.equal(withSasFromEnv('https://ACCT.blob.core.windows.net/', sas, suffix), sas)
+  // Another account or endpoint, a STORAGE with its own query, an env value without a SAS: as given.
+  assert.equal(withSasFromEnv('other', sas, suffix), 'other')
+  assert.equal(withSasFromEnv('http://acct.blob.core.windows.net', sas, suffix), 'http://acct.blob.core.windows.net')
+  assert.equal(withSasFromEnv('acct', sas, 'core.chinacloudapi.cn'), 'acct')
+  assert.equal(withSasFromEnv('https://acct.blob.core.windows.net/?sv=1&sig=MINE', sas, suffix), 'https://acct.blob.core.windows.net/?sv=1&sig=MINE')
+  assert.equal(withSasFromEnv('acct', 'https://acct.blob.core.windows.net', suffix), 'acct')
+  assert.equal(withSasFromEnv('./store', sas, suffix), './store')
+  assert.equal(withSasFromEnv(undefined, sas, suffix), undefined)
 })

@@ -190,7 +190,15 @@ test('a SAS URL as STORAGE works and its signature never reaches the log', async
   assert.equal(r.stdout, 'via SAS', r.stderr)
   await run('curl', ['-sS', `http://127.0.0.1:${Number(listening.port)}/pkg/a/nope`])
   await server.stop()
-  const everything = JSON.stringify(server.logs) + server.stderr()
+  // The SAS in PKG_SERVE_STORAGE (from a Secret), STORAGE in the args without it: the same.
+  const bare = new URL(sasUrl)
+  bare.search = ''
+  const fromEnv = startCli(t, ['serve', bare.href, '--port', '0', '--log-level', 'debug'], { AZURE_STORAGE_CONNECTION_STRING: undefined, PKG_SERVE_STORAGE: sasUrl })
+  const listening2 = await fromEnv.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+  const r2 = await run('curl', ['-sS', '-f', `http://127.0.0.1:${Number(listening2.port)}/pkg/a/latest`])
+  assert.equal(r2.stdout, 'via SAS', r2.stderr)
+  await fromEnv.stop()
+  const everything = JSON.stringify([...server.logs, ...fromEnv.logs]) + server.stderr() + fromEnv.stderr()
   assert.match(everything, /with a SAS token/)
   assert.ok(!everything.includes(sig) && !everything.includes(encodeURIComponent(sig)), 'the SAS signature appears in the log')
 })
