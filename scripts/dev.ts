@@ -12,8 +12,11 @@ import { readFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { BlobServiceClient } from '@azure/storage-blob'
-import type { ContainerClient } from '@azure/storage-blob'
+import type { BlockBlobClient, ContainerClient } from '@azure/storage-blob'
 import { READ_DEFAULTS } from '../src/cli/config.ts'
+import { setEntry } from '../src/manifest/edit.ts'
+import { parseManifest } from '../src/manifest/parse.ts'
+import type { PackageEntry } from '../src/manifest/parse.ts'
 import { createLogger } from '../src/cli/logger.ts'
 import { startServer } from '../src/server.ts'
 import type { RunningServer } from '../src/server.ts'
@@ -34,12 +37,82 @@ function blobNameFor (file: string): string | undefined {
 /** What was last uploaded from each file (its sha256), so a save that changed nothing uploads nothing. */
 const uploaded = new Map<string, string>()
 
+const key = (e: PackageEntry): string => `${e.name}\u0000${e.tag}`
+/** A manifest's entries; undefined when it is not a valid manifest. */
+const entriesOf = (text: string): Map<string, PackageEntry> | undefined => {
+  try {
+    const out = new Map<string, PackageEntry>()
+    for (const tags of parseManifest(text).packages.values()) for (const e of tags.values()) out.set(key(e), e)
+    return out
+  } catch {
+    return undefined
+  }
+}
+
+async function readManifestBlob (blob: BlockBlobClient): Promise<{ text: string, etag: string | undefined } | undefined> {
+  try {
+    const res = await blob.download()
+    const chunks: Buffer[] = []
+    for await (const chunk of res.readableStreamBody ?? []) chunks.push(Buffer.from(chunk as Buffer))
+    return { text: Buffer.concat(chunks).toString('utf8'), etag: res.etag }
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return undefined
+    throw err
+  }
+}
+
+/**
+ * The manifest in Azurite is examples/packages.toml plus what `publish` added there from another
+ * terminal: a save never drops a published entry (the examples' own entries win over one of the
+ * same name and tag). Entries are told apart by what this process last wrote from examples/.
+ */
+const manifest = { examples: undefined as string | undefined, etag: undefined as string | undefined, published: new Map<string, PackageEntry>() }
+
+async function uploadManifest (container: ContainerClient, text: string): Promise<string[]> {
+  const blob = container.getBlockBlobClient('packages.toml')
+  for (let attempt = 0; ; attempt++) {
+    const remote = await readManifestBlob(blob)
+    if (remote !== undefined && remote.etag !== manifest.etag) {
+      const ours = entriesOf(manifest.examples ?? '') ?? new Map()
+      for (const [k, e] of entriesOf(remote.text) ?? []) if (!ours.has(k)) manifest.published.set(k, e)
+    }
+    // A save that is not a valid manifest goes up as it is (the server keeps the last good one
+    // and says why); the published entries come back with the next valid save.
+    const examples = entriesOf(text)
+    let merged = text
+    const kept: string[] = []
+    for (const [k, e] of examples === undefined ? [] : manifest.published) {
+      if (examples?.has(k) === true) {
+        manifest.published.delete(k)
+      } else {
+        merged = setEntry(merged, e)
+        kept.push(`[${e.name}.${e.tag}]`)
+      }
+    }
+    try {
+      // Conditional on what was read: a publish in between is read again, not overwritten.
+      const res = await blob.upload(merged, Buffer.byteLength(merged), { conditions: remote !== undefined ? { ifMatch: remote.etag } : { ifNoneMatch: '*' } })
+      manifest.examples = text
+      manifest.etag = res.etag
+      return kept
+    } catch (err) {
+      const status = (err as { statusCode?: number }).statusCode
+      if ((status !== 412 && status !== 409) || attempt >= 9) throw err
+    }
+  }
+}
+
 async function upload (container: ContainerClient, file: string): Promise<string | undefined> {
   const name = blobNameFor(file)
   if (name === undefined) return undefined
   const data = await readFile(file)
   const digest = createHash('sha256').update(data).digest('hex')
   if (uploaded.get(file) === digest) return undefined
+  if (name === 'packages.toml') {
+    const kept = await uploadManifest(container, data.toString('utf8'))
+    uploaded.set(file, digest)
+    return kept.length === 0 ? name : `${name}, keeping what publish added: ${kept.join(' ')}`
+  }
   await container.getBlockBlobClient(name).uploadData(data)
   uploaded.set(file, digest)
   return name

@@ -118,6 +118,16 @@ test('npm run dev: its export line points publish at its Azurite, a save is uplo
     await new Promise((resolve) => setTimeout(resolve, 200))
   }
 
+  // A save of examples/packages.toml keeps what publish added from the other terminal.
+  const examplesManifest = join(REPO, 'examples', 'packages.toml')
+  const original = readFileSync(examplesManifest, 'utf8')
+  t.after(() => writeFileSync(examplesManifest, original))
+  writeFileSync(examplesManifest, `${original}\n# saved by ${process.pid}\n`)
+  await dev.waitFor('the manifest upload', /uploaded examples\/packages\.toml as packages\.toml, keeping what publish added: \[tool\.1\]/)
+  await new Promise((resolve) => setTimeout(resolve, 2500)) // the dev server polls every 2 s
+  assert.equal(spawnSync('curl', ['-fsS', `${url}/pkg/tool/1`], { encoding: 'utf8' }).stdout, 'published from another terminal', 'a save dropped the published entry')
+  writeFileSync(examplesManifest, original)
+
   // One save, one upload; saving the same bytes again uploads nothing.
   const name = `.dev-test-${process.pid}.txt`
   const example = join(REPO, 'examples', 'files', name)
