@@ -264,14 +264,17 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
     }
   })
 
-  // Packages are read-only here: anything but GET and HEAD is 405 with the methods that work.
+  // Packages are read-only here: anything but GET and HEAD is 405 with the methods that work,
+  // refused on arrival (onRequest): a body (a PUT of a file, a POST of a form) is never parsed,
+  // so its type or size cannot turn the answer into a 415, 400 or 413.
+  const notAllowed = async (request: FastifyRequest): Promise<never> => {
+    throw httpErrors.createError(405, `${request.method} is not allowed on a package: use GET or HEAD`, { headers: { allow: 'GET, HEAD' } })
+  }
   fastify.route({
     method: ['DELETE', 'OPTIONS', 'PATCH', 'POST', 'PUT'],
     url: '/:name/:tag',
-    schema: { params: tagParams },
-    async handler (request) {
-      throw httpErrors.createError(405, `${request.method} is not allowed on a package: use GET or HEAD`, { headers: { allow: 'GET, HEAD' } })
-    }
+    onRequest: notAllowed,
+    handler: notAllowed
   })
 
   function toHttpError (err: unknown, context: string): Error {
