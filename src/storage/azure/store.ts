@@ -145,6 +145,12 @@ function checkAnswer (res: BlobResponse, ask: Ask, what: string): Span {
     if (ask.size !== undefined && length !== ask.size) throw wrong(`${length} bytes announced for a blob of ${ask.size}`)
     return { start: 0, end: length - 1, size: length, etag }
   }
+  // A range that starts at or past the end is unsatisfiable (416, as Azure answers), whatever the
+  // status: Azurite answers one on an empty blob with 206 "bytes 0--1/0".
+  const total = /\/(\d+)$/.exec(res.headers['content-range'] ?? '')?.[1]
+  if (total !== undefined && ask.start >= Number(total)) {
+    throw new StorageError('failed', `bytes ${ask.start}-${ask.end ?? ''} of ${what} are past its end (${total} bytes)`, { status: 416 })
+  }
   if (res.status !== 206) throw wrong(`status ${res.status} to a ranged read (bytes ${ask.start}-${ask.end ?? ''})`)
   const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers['content-range'] ?? '')
   if (range === null) throw wrong(`Content-Range ${JSON.stringify(res.headers['content-range'] ?? '')}`)
