@@ -5,7 +5,7 @@
 import { STATUS_CODES } from 'node:http'
 import sensible from '@fastify/sensible'
 import Fastify from 'fastify'
-import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyServerOptions } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import manifestPlugin from './plugins/manifest.ts'
@@ -30,7 +30,17 @@ export const serverOptions = {
   routerOptions: { ignoreTrailingSlash: true, maxParamLength: 300 },
   // The download route streams; it needs no request body at all, and nothing else needs much.
   bodyLimit: 64 * 1024,
-  return503OnClosing: true
+  return503OnClosing: true,
+  // What the router refuses before any route runs, in the shape of every other error (Fastify's
+  // own has a different shape and echoes the path).
+  frameworkErrors (error, _request, reply: FastifyReply) {
+    const tooLong = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+    const statusCode = tooLong ? 404 : 400
+    const message = tooLong
+      ? 'no package or tag has a name that long (at most 128 of A-Z a-z 0-9 . _ -); try GET /pkg for the package list'
+      : 'the path is not a valid URL (a bad %-escape?); try GET /pkg for the package list'
+    reply.code(statusCode).type('application/json; charset=utf-8').send({ statusCode, error: STATUS_CODES[statusCode], message })
+  }
 } satisfies FastifyServerOptions
 
 const app: FastifyPluginAsync<AppOptions> = async function app (fastify, opts) {

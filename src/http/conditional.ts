@@ -44,6 +44,11 @@ function ifRangeHolds (ifRange: string | undefined, v: Validators): boolean {
 // where the RFC says to ignore it.
 const BYTE_RANGES = /^bytes=[ \t]*(\d+-\d*|-\d+)[ \t]*(,[ \t]*(\d+-\d*|-\d+)[ \t]*)*$/
 
+/** The Range header with its unit in lower case: range units are case-insensitive (RFC 9110 §14.1). */
+function rangeOf (headers: RequestHeaders): string | undefined {
+  return headers.range?.replace(/^bytes=/i, 'bytes=')
+}
+
 function wellFormed (range: string): boolean {
   if (!BYTE_RANGES.test(range)) return false
   // A first-pos after its last-pos makes the whole header invalid (ignored), not unsatisfiable.
@@ -62,7 +67,7 @@ export function planResponse (headers: RequestHeaders, v: Validators): Plan {
     if (fresh(req, { etag: v.etag, 'last-modified': v.lastModified.toUTCString() })) return { status: 304 }
   }
 
-  const range = headers.range
+  const range = rangeOf(headers)
   if (range === undefined || !wellFormed(range) || !ifRangeHolds(headers['if-range'], v)) return { status: 200 }
 
   // RFC 9110 §14.1.2: a suffix longer than the representation means all of it (range-parser
@@ -84,7 +89,7 @@ export function planResponse (headers: RequestHeaders, v: Validators): Plan {
  */
 export function askableInOne (headers: RequestHeaders): { start?: number, end?: number } | undefined {
   if (headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined || headers['if-range'] !== undefined) return undefined
-  const range = headers.range
+  const range = rangeOf(headers)
   if (range === undefined) return {}
   const match = /^bytes=[ \t]*(\d+)-(\d*)[ \t]*$/.exec(range)
   if (match === null) return undefined

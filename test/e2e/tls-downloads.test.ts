@@ -44,9 +44,18 @@ const curl = (args: string[]): Promise<{ code: number, stdout: Buffer }> => run(
 /** Status, lower-cased headers and body of one request. */
 async function fetchHead (args: string[]): Promise<{ status: number, headers: string, body: Buffer }> {
   const r = await curl(['-i', ...args])
-  const split = r.stdout.indexOf('\r\n\r\n')
-  const head = r.stdout.subarray(0, split).toString('latin1').toLowerCase()
-  return { status: Number(/^http\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), headers: head, body: r.stdout.subarray(split + 4) }
+  // Interim answers (100 Continue to an upload's Expect) come first: the final one is after them.
+  let out = r.stdout
+  for (;;) {
+    const split = out.indexOf('\r\n\r\n')
+    const head = out.subarray(0, split).toString('latin1').toLowerCase()
+    const status = Number(/^http\/1\.1 (\d+)/.exec(head)?.[1] ?? 0)
+    if (status >= 100 && status < 200 && split >= 0) {
+      out = out.subarray(split + 4)
+      continue
+    }
+    return { status, headers: head, body: out.subarray(split + 4) }
+  }
 }
 
 /**
@@ -96,6 +105,7 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
     await azurite.put('large.bin', large)
     await azurite.put('mid.bin', mid)
     await azurite.put('small.bin', small)
+    await azurite.put('zero.bin', Buffer.alloc(0))
     // Larger than what loopback's socket buffers take in a second (tcp_rmem allows 32 MiB):
     // a client that hangs up after one cannot have been sent all of it.
     await azurite.put('hangup.bin', Buffer.alloc(64 * 1024 * 1024, 7))
@@ -107,6 +117,7 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       `[small.good]\npath = 'small.bin'\nsha256 = '${sha256(small)}'`,
       `[small.bad]\npath = 'small.bin'\nsha256 = '${wrong}'`,
       "[small.plain]\npath = 'small.bin'\n",
+      "[zero.plain]\npath = 'zero.bin'\n",
       "[hangup.plain]\npath = 'hangup.bin'\n"
     ].join('\n'))
     const front = await startFront(t, azurite)
@@ -173,6 +184,15 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       const past = await fetchHead(['-r', `${mid.length}-`, `${url}/pkg/mid/plain`])
       assert.equal(past.status, 416)
       assert.match(past.headers, new RegExp(`content-range: bytes \\*/${mid.length}`))
+      // An empty blob: any range is past its end (Azurite answers 206 "bytes 0--1/0" to one).
+      for (const range of ['0-0', '0-']) {
+        const none = await fetchHead(['-r', range, `${url}/pkg/zero/plain`])
+        assert.equal(none.status, 416, range)
+        assert.match(none.headers, /content-range: bytes \*\/0/)
+      }
+      const empty = await fetchHead([`${url}/pkg/zero/plain`])
+      assert.equal(empty.status, 200)
+      assert.equal(empty.body.length, 0)
 
       const out = join(dir, 'resumed.bin')
       await writeFile(out, mid.subarray(0, 1_000_000))
@@ -200,6 +220,14 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       for (const method of ['DELETE', 'PUT', 'POST']) {
         const r = await fetchHead(['-X', method, `${url}/pkg/small/plain`])
         assert.equal(r.status, 405, method)
+        assert.match(r.headers, /allow: get, head/)
+      }
+      // With a body of any type or size: still 405, never 415, 400 or 413 (the body is not read).
+      const upload = join(dir, 'upload.bin')
+      await writeFile(upload, randomBytes(200 * 1024))
+      for (const args of [['-T', upload], ['-X', 'POST', '-d', 'x'], ['-X', 'POST', '-H', 'content-type: application/json', '-d', '{'], ['-X', 'PATCH', '--data-binary', `@${upload}`]]) {
+        const r = await fetchHead([...args, `${url}/pkg/small/plain`])
+        assert.equal(r.status, 405, args.join(' '))
         assert.match(r.headers, /allow: get, head/)
       }
     })

@@ -10,6 +10,9 @@ test('no conditions: the whole blob', () => {
 
 test('single ranges become 206 with inclusive bounds', () => {
   assert.deepEqual(planResponse({ range: 'bytes=0-99' }, blob), { status: 206, start: 0, end: 99 })
+  // Range units are case-insensitive (RFC 9110 §14.1).
+  assert.deepEqual(planResponse({ range: 'BYTES=0-99' }, blob), { status: 206, start: 0, end: 99 })
+  assert.deepEqual(planResponse({ range: 'Bytes=-10' }, blob), { status: 206, start: 990, end: 999 })
   assert.deepEqual(planResponse({ range: 'bytes=900-' }, blob), { status: 206, start: 900, end: 999 })
   assert.deepEqual(planResponse({ range: 'bytes=-10' }, blob), { status: 206, start: 990, end: 999 })
   assert.deepEqual(planResponse({ range: 'bytes=990-5000' }, blob), { status: 206, start: 990, end: 999 })
@@ -61,6 +64,7 @@ test('a suffix range longer than the blob is all of it, as 206 (RFC 9110 §14.1.
 
 test('askableInOne: what storage can answer in one GET, before any validator is known', () => {
   assert.deepEqual(askableInOne({}), {})
+  assert.deepEqual(askableInOne({ range: 'BYTES=5-' }), { start: 5 })
   assert.deepEqual(askableInOne({ range: 'bytes=10-19' }), { start: 10, end: 19 })
   assert.deepEqual(askableInOne({ range: 'bytes= 5-' }), { start: 5 })
   for (const range of ['bytes=-10', 'bytes=1-2,5-6', 'bytes=9-3', 'items=0-1', 'bytes=x-', `bytes=${'9'.repeat(30)}-`]) {

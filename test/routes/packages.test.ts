@@ -119,6 +119,16 @@ test('unknown names and tags are 404s that say what exists', async (t) => {
   const noRoute = await app.inject('/nothing-here')
   assert.equal(noRoute.statusCode, 404)
   assert.match(noRoute.json().message, /try GET \/pkg/)
+
+  // A name longer than any can be, a path that is not a URL: refused by the router, in the same
+  // shape as every other error, without echoing the path.
+  for (const [url, statusCode, error] of [[`/pkg/${'a'.repeat(2000)}/latest`, 404, 'Not Found'], [`/pkg/mypackage/${'b'.repeat(400)}`, 404, 'Not Found'], ['/pkg/mypackage/lat%ZZest', 400, 'Bad Request']] as const) {
+    const res = await app.inject(url)
+    assert.equal(res.statusCode, statusCode, url)
+    assert.deepEqual(res.json(), { statusCode, error, message: res.json().message })
+    assert.match(res.json().message, /try GET \/pkg/)
+    assert.ok(!res.body.includes('aaaaaaaaaa') && !res.body.includes('bbbbbbbbbb') && !res.body.includes('%ZZ'), res.body)
+  }
 })
 
 test('a blob the manifest names but storage lacks is a 404 naming the blob', async (t) => {
