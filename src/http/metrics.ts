@@ -40,7 +40,7 @@ export function createMetrics (stats?: StorageStats) {
     registry,
     requests: new Counter({
       name: 'pkg_serve_http_requests_total',
-      help: 'HTTP requests answered, by method, route and status code',
+      help: 'HTTP requests, by method, route and status code ("aborted": the response never finished: the client left, or the download broke)',
       labelNames: ['method', 'route', 'status'] as const,
       registers: [registry]
     }),

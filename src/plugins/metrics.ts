@@ -1,4 +1,4 @@
-// Wires the metrics registry into the app and counts every response by route and status.
+// Wires the metrics registry into the app and counts every request by route and status.
 
 import fp from 'fastify-plugin'
 import { createMetrics } from '../http/metrics.ts'
@@ -19,9 +19,16 @@ export interface MetricsPluginOptions {
 export default fp<MetricsPluginOptions>(async function metrics (fastify, opts) {
   const m = createMetrics(opts.stats)
   fastify.decorate('metrics', m)
-  fastify.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unmatched'
-    m.requests.inc({ method: request.method, route, status: String(reply.statusCode) })
-    m.requestDuration.observe({ route }, reply.elapsedTime / 1000)
+  // On the response's 'close', not onResponse: a response that never finished (the client left,
+  // or a download was broken mid-body) is a request too, counted with status "aborted".
+  fastify.addHook('onRequest', async (request, reply) => {
+    let finished = false
+    reply.raw.once('finish', () => { finished = true })
+    reply.raw.once('close', () => {
+      const route = request.routeOptions.url ?? 'unmatched'
+      const status = finished ? String(reply.statusCode) : 'aborted'
+      m.requests.inc({ method: request.method, route, status })
+      m.requestDuration.observe({ route }, reply.elapsedTime / 1000)
+    })
   })
 }, { name: 'metrics', fastify: '5.x' })

@@ -336,14 +336,17 @@ for (const scheme of (process.env.SCHEMES ?? 'https,http').split(',')) {
       const count = async (pattern: RegExp): Promise<number> => Number(pattern.exec((await curl([`${url}/metrics`])).stdout.toString())?.[1] ?? 0)
       const interrupted = /pkg_serve_storage_errors_total\{kind="interrupted"\} (\d+)/
       const aborted = /pkg_serve_downloads_total\{result="aborted"\} (\d+)/
+      const abortedRequests = /pkg_serve_http_requests_total\{method="GET",route="\/pkg\/:name\/:tag",status="aborted"\} (\d+)/
       await sleep(1000) // the transfers broken by the previous case are counted by now
       const [errorsBefore, abortedBefore, logsBefore] = [await count(interrupted), await count(aborted), cli.logs.length]
+      const abortedRequestsBefore = await count(abortedRequests)
       await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', `${url}/pkg/hangup/plain`])
       await curl(['--max-time', '1', '--limit-rate', '1M', '-o', '/dev/null', '-r', '1000-', `${url}/pkg/hangup/plain`])
       // The server sees each hang-up when its socket closes, a moment after curl gave up.
       await until('both hang-ups counted', async () => await count(aborted) >= abortedBefore + 2 ? true : undefined, 5000, 100)
       assert.equal(await count(interrupted), errorsBefore, JSON.stringify(cli.logs.slice(logsBefore).filter((l) => l.level !== 30)))
       assert.equal(await count(aborted), abortedBefore + 2, 'both hang-ups are aborted downloads')
+      assert.equal(await count(abortedRequests), abortedRequestsBefore + 2, 'both hang-ups are requests too')
       for (const line of cli.logs.slice(logsBefore)) assert.ok(!JSON.stringify(line).includes('"stack"'), JSON.stringify(line))
 
       // One that leaves before the first byte, while storage is still being asked (busy, retry
