@@ -90,7 +90,8 @@ const ipv6Unavailable = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT', 'EPROTONOSUPPO
 
 export async function listen (handler: RequestHandler, opts: ListenOptions): Promise<Listener> {
   const graceMs = opts.closeGraceMs ?? 10_000
-  const hosts = opts.host === 'localhost' ? ['127.0.0.1', '::1'] : [opts.host]
+  // Host names are case-insensitive: LOCALHOST is localhost too.
+  const hosts = opts.host.toLowerCase() === 'localhost' ? ['127.0.0.1', '::1'] : [opts.host]
 
   for (let attempt = 0; ; attempt++) {
     const servers: Server[] = []

@@ -64,6 +64,12 @@ test('a port in use is one line that says so', async (t) => {
   assertOneLineError(r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${address.port}: the port is in use`))
 })
 
+test('a --host that does not resolve is one line that names the flag', async (t) => {
+  const dir = await tempDir(t)
+  const r = await runCliInProcess(['serve', '--port', '0', '--host', 'no-such-host.invalid', '--log-level', 'silent', dir], noAzure)
+  assertOneLineError(r, /^pkg-serve: cannot listen on --host no-such-host\.invalid: this host cannot resolve it \((ENOTFOUND|EAI_AGAIN)\)/)
+})
+
 test('run: a missing action lists the actions that exist; bad flags name the flag', async (t) => {
   const dir = await tempDir(t)
   const { writeConfigMap } = await import('../helpers/configmap.ts')

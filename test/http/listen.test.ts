@@ -13,6 +13,10 @@ test('localhost is 127.0.0.1 and ::1 on one port, whatever the resolver says', a
     const res = await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${l.port}/`)
     assert.equal(await res.text(), 'ok')
   }
+  // Host names are case-insensitive.
+  const upper = await listen(handler, { host: 'LOCALHOST', port: 0, closeGraceMs: 100 })
+  t.after(() => upper.close())
+  assert.deepEqual(upper.addresses, ['127.0.0.1', '::1'])
 })
 
 test('server timeouts are set, and a client that never finishes its headers is cut', async (t) => {
