@@ -18,7 +18,7 @@ export function storageFailure (err: StorageError, context: string): HttpFailure
       return {
         statusCode: 502,
         message: `storage refused this server's identity (${err.status ?? ''} ${err.code ?? ''}) reading ${context}: ` +
-          'grant it the "Storage Blob Data Reader" role on the container (or check the connection string)'
+          'grant its identity the "Storage Blob Data Reader" role on the container, or check the SAS (expiry, read permission) or the connection string'
       }
     case 'timeout':
       return { statusCode: 504, message: `${err.message}, serving ${context}; try again later` }

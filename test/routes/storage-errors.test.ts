@@ -63,7 +63,7 @@ test('storage failures keep their true status and say what to do', async (t) => 
     }
     const res = await app.inject('/pkg/a/latest')
     assert.equal(res.json().error, 'Bad Gateway')
-    assert.match(res.json().message, /storage refused this server's identity \(403 AuthorizationFailure\) reading \[a\.latest\] \(blob "a\.deb"\): grant it the "Storage Blob Data Reader" role/)
+    assert.match(res.json().message, /storage refused this server's identity \(403 AuthorizationFailure\) reading \[a\.latest\] \(blob "a\.deb"\): grant its identity the "Storage Blob Data Reader" role on the container, or check the SAS/)
     assert.match((await app.inject('/metrics')).body, /pkg_serve_storage_errors_total\{kind="denied"\} 3/)
   })
 
