@@ -9,10 +9,15 @@
 //   cgroup, so the kernel's no-internal-processes rule never applies and the launcher stays where
 //   it is (moving it would gain nothing, and a cgroup that distributes controllers refuses the
 //   processes that `kubectl exec` and exec probes put into the container's cgroup).
-// - `node`: `<the node's cgroup2 mount>/pkg-serve.slice/<ACTION>`, outside the pod's limits. The
-//   node's mount is found in /proc/<target>/mountinfo and reached through /proc/<target>/root.
-// The path is fixed per action, so a launcher that starts after a crash finds what an earlier one
-// left (the path is also recorded in its status: status.json and the run record on the node).
+// - `node`: `<the node's cgroup2 mount>/pkg-serve.slice/<ACTION>@<PID>.<START>`, outside the
+//   pod's limits, named for the launcher that made it (its PID and start time, hostPID): two
+//   launchers of one action (a rollout's surge pod, a Job beside the DaemonSet) never share one,
+//   so neither ends the other's script. The node's mount is found in /proc/<target>/mountinfo and
+//   reached through /proc/<target>/root.
+// A launcher that starts after a crash finds what an earlier one left: in the pod, at the fixed
+// path in its container's cgroup; on the node, every cgroup of the action in the slice whose
+// launcher no longer runs (see runCgroupsOf); and the path recorded in the earlier status
+// (status.json and the run record on the node).
 //
 // How the script gets in (see joinArgv): a tiny `sh` shim writes itself into the cgroup's
 // `cgroup.procs` and then execs; whatever it execs, and everything that forks from there, is in
@@ -28,11 +33,13 @@
 // never touches a cgroup that is not a run's (a recorded path is checked before use).
 
 import { constants as fsConstants } from 'node:fs'
+import type { Dirent } from 'node:fs'
 import { access, mkdir, readdir, readFile, readlink, rmdir, statfs, writeFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { basename, dirname } from 'node:path'
 import { errnoCode } from '../lib/errors.ts'
 import type { LauncherConfig } from '../cli/config.ts'
+import type { LauncherProcess } from './state.ts'
 
 /** statfs(2) type of a cgroup v2 file system. */
 export const CGROUP2_SUPER_MAGIC = 0x63677270
@@ -171,29 +178,63 @@ export interface PlaceOptions {
   /** Enter the target's namespaces; false: the "node" is this machine (development). */
   readonly nsenter: boolean
   readonly nsenterTarget: string
+  /** The launcher placing the run: a node-mode cgroup is named for it. */
+  readonly owner?: LauncherProcess | undefined
 }
 
 export const POD_PREFIX = 'pkg-serve-run.'
 export const NODE_SLICE = 'pkg-serve.slice'
+
+/**
+ * Whose node-mode run cgroup `name` is, for `action`: the launcher in `ACTION@PID.START`; null
+ * for a bare `ACTION` (a launcher that could not read its start time, or an older version);
+ * undefined when it is not one of this action's.
+ */
+function ownerOf (name: string, action: string): LauncherProcess | null | undefined {
+  if (name === action) return null
+  if (!name.startsWith(`${action}@`)) return undefined
+  const m = /^(\d+)\.(\d+)$/.exec(name.slice(action.length + 1))
+  return m === null ? undefined : { pid: Number(m[1]), startTicks: Number(m[2]) }
+}
+
+/** This action's run cgroups in a node's slice, each with the launcher that made it (if known). */
+export async function runCgroupsOf (slice: string, action: string): Promise<Array<{ readonly dir: string, readonly owner: LauncherProcess | null }>> {
+  let entries: Dirent[]
+  try {
+    entries = await readdir(slice, { withFileTypes: true })
+  } catch {
+    return []
+  }
+  const out: Array<{ dir: string, owner: LauncherProcess | null }> = []
+  for (const e of entries) {
+    const owner = e.isDirectory() ? ownerOf(e.name, action) : undefined
+    if (owner !== undefined) out.push({ dir: join(slice, e.name), owner })
+  }
+  return out
+}
 
 /** The run's cgroup for this action and mode, or why there is none (no cgroup v2 reachable). */
 export async function placeRun (opts: PlaceOptions): Promise<RunCgroup | { readonly unavailable: string }> {
   if (opts.scriptCgroup === 'pod' || !opts.nsenter) {
     const own = await findOwnCgroup() ?? await findOwnCgroup(opts.nsenterTarget)
     if (own === undefined) return { unavailable: `no cgroup v2 is mounted here (/proc/self/mountinfo), nor reachable in this cgroup namespace through /proc/${opts.nsenterTarget}/root` }
-    const dir = opts.scriptCgroup === 'pod' ? join(own.dir, `${POD_PREFIX}${opts.action}`) : join(own.mount, `${NODE_SLICE}/${opts.action}`)
+    const dir = opts.scriptCgroup === 'pod' ? join(own.dir, `${POD_PREFIX}${opts.action}`) : join(own.mount, `${NODE_SLICE}/${nodeRunName(opts)}`)
     return { mode: opts.scriptCgroup, dir, joinDir: dir, joinOnNode: false }
   }
   const node = await findNodeCgroupMount(opts.nsenterTarget)
   if (node === undefined) return { unavailable: `no cgroup v2 is mounted on the node (/proc/${opts.nsenterTarget}/mountinfo)` }
-  const rel = `${NODE_SLICE}/${opts.action}`
+  const rel = `${NODE_SLICE}/${nodeRunName(opts)}`
   return { mode: 'node', dir: join(node.here, rel), joinDir: join(node.onNode, rel), joinOnNode: true }
+}
+
+function nodeRunName (opts: PlaceOptions): string {
+  return opts.owner === undefined ? opts.action : `${opts.action}@${opts.owner.pid}.${opts.owner.startTicks}`
 }
 
 /** Whether `dir` is a cgroup a launcher of `action` would make (checked before trusting a recorded path). */
 export async function isRunCgroup (dir: string, action: string): Promise<boolean> {
   const name = basename(dir)
-  const isOurs = name === `${POD_PREFIX}${action}` || (name === action && basename(dirname(dir)) === NODE_SLICE)
+  const isOurs = name === `${POD_PREFIX}${action}` || (basename(dirname(dir)) === NODE_SLICE && ownerOf(name, action) !== undefined)
   return isOurs && await isCgroup2(dir)
 }
 

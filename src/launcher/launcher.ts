@@ -7,6 +7,7 @@
 // ends what an earlier launcher of the same action left (a crash, an OOM kill) and says so.
 
 import { constants as osConstants } from 'node:os'
+import { dirname } from 'node:path'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Listener } from '../http/listen.ts'
 import { listenApp, openApp, urlFor } from '../server.ts'
@@ -18,7 +19,7 @@ import { runScript } from './supervise.ts'
 import type { ScriptResult } from './supervise.ts'
 import { createOnceRecords, createRunRecords, createStateDir, runKey, stillRunning, thisLauncher } from './state.ts'
 import type { Recovered, Status } from './state.ts'
-import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, stopCgroup } from './cgroup.ts'
+import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, runCgroupsOf, stopCgroup } from './cgroup.ts'
 import type { RunCgroup } from './cgroup.ts'
 import { withoutQuery } from '../lib/net.ts'
 import { backoffDelay, wait } from '../lib/backoff.ts'
@@ -61,14 +62,21 @@ async function waitFor (signals: readonly AbortSignal[], ms?: number): Promise<'
 
 /**
  * Ends what an earlier launcher of this action left running (it crashed or was OOM-killed while
- * its script ran): the cgroup at this action's known path, and the one its last status names.
+ * its script ran): in the pod, the cgroup at this action's known path; on the node, every cgroup
+ * of this action whose launcher no longer runs (another one's that still runs is its own); and
+ * the one the earlier launcher's last status names (`previous`: only a launcher that is gone).
  * Says so in the log; the result goes into status.json with the earlier status.
  */
 async function recoverEarlierRun (
   config: LauncherConfig, placement: RunCgroup | undefined, previous: Status | undefined, log: FastifyBaseLogger
 ): Promise<Recovered | undefined> {
   const dirs = new Set<string>()
-  if (placement !== undefined) dirs.add(placement.dir)
+  if (placement?.mode === 'pod') dirs.add(placement.dir)
+  if (placement?.mode === 'node') {
+    for (const c of await runCgroupsOf(dirname(placement.dir), config.action)) {
+      if (!stillRunning(c.owner ?? undefined)) dirs.add(c.dir)
+    }
+  }
   const recorded = previous?.cgroup
   if (typeof recorded === 'string' && await isRunCgroup(recorded, config.action)) dirs.add(recorded)
 
@@ -144,17 +152,18 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   if (otherRunning) {
     log.warn({ otherLauncher: later.launcher, otherPhase: later.phase }, `another launcher of action ${config.action} is running on this node (PID ${later.launcher?.pid ?? ''}, ${later.phase}): its run is not an earlier one and is left to it`)
   }
+  const earlier = otherRunning ? undefined : later
   await state.init()
 
   // Where the runs' cgroup goes, or why there is none; then end what an earlier launcher left,
   // before anything of this one starts.
-  const placement = await placeRun(config)
+  const placement = await placeRun({ ...config, owner: launcher })
   if ('unavailable' in placement) {
     log.warn({ reason: placement.unavailable }, `no cgroup v2 for the script (${placement.unavailable}): falling back to its process tree, which a daemon started with setsid or a double fork can leave; it may outlive a stop`)
   } else {
     log.info({ cgroup: placement.dir, scriptCgroup: placement.mode }, `the script runs in cgroup ${placement.dir} (${placement.mode === 'pod' ? "inside the pod's cgroup: the pod's limits apply" : "on the node: the pod's limits do not apply"})`)
   }
-  const recovered = otherRunning ? undefined : await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, later, log)
+  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, earlier, log)
   // At once: the earlier launcher's "running" must not stay on show while this one starts up.
   await update(recovered !== undefined ? { recovered } : {})
   // From here on a failure is recorded: never leave "running" (or "starting") behind for a run

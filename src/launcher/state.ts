@@ -44,7 +44,7 @@ export interface LauncherProcess {
 }
 
 /** A process's start time in clock ticks since boot (stat field 22); undefined when it does not exist. */
-function startTicks (pid: number): number | undefined {
+export function startTicks (pid: number): number | undefined {
   const ticks = Number(statOf(pid)?.[19])
   return Number.isFinite(ticks) ? ticks : undefined
 }

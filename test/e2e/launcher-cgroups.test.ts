@@ -17,6 +17,7 @@ import { startFakeNode } from '../helpers/fake-node.ts'
 import type { FakeNode } from '../helpers/fake-node.ts'
 import { tempDir } from '../helpers/tmp.ts'
 import { alive } from '../../src/launcher/supervise.ts'
+import { startTicks } from '../../src/launcher/state.ts'
 
 const root = await cgroupRoot()
 const skip = typeof root === 'string' ? false : root.unavailable
@@ -143,14 +144,16 @@ test('the run\'s cgroup, on a fake node', { skip }, async (t) => {
     await stopAndCheck(f, cli, runCgroup)
   })
 
-  await t.test('--script-cgroup node: the script runs in pkg-serve.slice/ACTION on the node, not under the launcher\'s cgroup', async (t) => {
+  await t.test('--script-cgroup node: the script runs in pkg-serve.slice/ACTION@PID.START on the node, not under the launcher\'s cgroup', async (t) => {
     const f = await fixture(t, { install: DAEMONS }, { nodeCgroup2: true })
     const cli = f.launch(['--script-cgroup', 'node', 'install', f.storage], asPod(f.pod))
     await cli.waitForLog((l) => l.msg === 'started')
-    assert.ok(cli.logs.some(msgIs(`the script runs in cgroup /proc/${f.node.pid}/root/sys/fs/cgroup/pkg-serve.slice/install (on the node`)))
+    // Named for this launcher: its PID and start time.
+    const name = `install@${cli.child.pid ?? 0}.${startTicks(cli.child.pid ?? 0) ?? ''}`
+    assert.ok(cli.logs.some(msgIs(`the script runs in cgroup /proc/${f.node.pid}/root/sys/fs/cgroup/pkg-serve.slice/${name} (on the node`)))
     // Seen from the script (the node's cgroup namespace), and on the machine's hierarchy.
-    assert.equal(scriptLine(cli, 'cgroup='), 'cgroup=/pkg-serve.slice/install')
-    const runCgroup = join(f.nodeCgroup ?? '', 'pkg-serve.slice', 'install')
+    assert.equal(scriptLine(cli, 'cgroup='), `cgroup=/pkg-serve.slice/${name}`)
+    const runCgroup = join(f.nodeCgroup ?? '', 'pkg-serve.slice', name)
     assert.ok(!runCgroup.startsWith(`${f.pod}/`))
     const inPod = (await readFile(join(f.pod, 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number)
     assert.deepEqual((await f.pids()).filter((p) => inPod.includes(p)), [], 'a process of the script runs in the pod\'s cgroup')
@@ -214,24 +217,28 @@ ${DAEMONS.split('\n').slice(1).join('\n')}`
     })
   }
 
-  await t.test('a second launcher of the action while the first still runs (another pod): not an earlier run, left alone', async (t) => {
-    const f = await fixture(t, { install: DAEMONS })
-    const first = f.launch(['install', f.storage])
-    await first.waitForLog((l) => l.msg === 'started')
-    const pids = await f.pids()
-    // Another pod: its own cgroup, state dir and ConfigMap; the same node, host dir and action.
-    const other = await tempDir(t)
-    await writeConfigMap(join(other, 'actions'), { install: '#!/bin/sh\necho second\n' })
-    const second = f.launch(['--state-dir', join(other, 'state'), '--actions-dir', join(other, 'actions'), '--exit-on-success', 'install', f.storage], inCgroup(await testCgroup(t, 'pod2')))
-    assert.equal((await second.exited()).code, 0, second.stderr())
-    assert.equal(scriptLine(second, 'second'), 'second')
-    assert.ok(second.logs.some(msgIs('another launcher of action install is running on this node (PID ')), JSON.stringify(second.logs.slice(0, 6)))
-    assert.equal(second.logs.find((l) => /earlier launcher/.test(String(l.msg))), undefined)
-    const s = JSON.parse(await readFile(join(other, 'state', 'status.json'), 'utf8')) as Record<string, unknown>
-    assert.equal(s.recovered, undefined)
-    assert.deepEqual(pids.filter((p) => !alive(p)), [], 'the first launcher\'s script was stopped')
-    await stopAndCheck(f, first, join(f.pod, 'pkg-serve-run.install'))
-  })
+  for (const mode of ['pod', 'node'] as const) {
+    await t.test(`a second launcher of the action while the first still runs (another pod, ${mode}): not an earlier run, left alone, even by its cleanup`, async (t) => {
+      const f = await fixture(t, { install: DAEMONS }, { nodeCgroup2: true })
+      const first = f.launch(['--script-cgroup', mode, 'install', f.storage], asPod(f.pod))
+      await first.waitForLog((l) => l.msg === 'started')
+      const pids = await f.pids()
+      // Another pod: its own cgroup, state dir and ConfigMap; the same node, host dir and action.
+      // Its script leaves a daemon, which its launcher stops: only its own.
+      const other = await tempDir(t)
+      await writeConfigMap(join(other, 'actions'), { install: '#!/bin/sh\n( setsid sleep 302 & ) </dev/null >/dev/null 2>&1\necho second\n' })
+      const second = f.launch(['--state-dir', join(other, 'state'), '--actions-dir', join(other, 'actions'), '--script-cgroup', mode, '--exit-on-success', 'install', f.storage], asPod(await testCgroup(t, 'pod2')))
+      assert.equal((await second.exited()).code, 0, second.stderr())
+      assert.equal(scriptLine(second, 'second'), 'second')
+      assert.ok(second.logs.some(msgIs('another launcher of action install is running on this node (PID ')), JSON.stringify(second.logs.slice(0, 6)))
+      assert.ok(second.logs.some(msgIs('the script exited and left 1 process(es) running in its cgroup')), JSON.stringify(second.logs.slice(-6)))
+      assert.equal(second.logs.find((l) => /earlier launcher/.test(String(l.msg))), undefined)
+      const s = JSON.parse(await readFile(join(other, 'state', 'status.json'), 'utf8')) as Record<string, unknown>
+      assert.equal(s.recovered, undefined)
+      assert.deepEqual(pids.filter((p) => !alive(p)), [], 'the first launcher\'s script was stopped')
+      await stopAndCheck(f, first, mode === 'pod' ? join(f.pod, 'pkg-serve-run.install') : join(f.nodeCgroup ?? '', 'pkg-serve.slice', `install@${first.child.pid ?? 0}.${startTicks(first.child.pid ?? 0) ?? ''}`))
+    })
+  }
 
   await t.test('no cgroup v2 mounted: the process tree, and the log says so', async (t) => {
     // Neither the launcher nor the node it enters sees a cgroup2 mount (a cgroup v1 node).

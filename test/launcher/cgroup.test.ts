@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
-  cgroupPids, findOwnCgroup, isRunCgroup, joinArgv, parseMountInfo, parseProcCgroup, placeRun, populated, stopCgroup
+  cgroupPids, findOwnCgroup, isRunCgroup, joinArgv, parseMountInfo, parseProcCgroup, placeRun, populated, runCgroupsOf, stopCgroup
 } from '../../src/launcher/cgroup.ts'
 import { alive } from '../../src/launcher/supervise.ts'
 import { cgroupRoot, testCgroup } from '../helpers/cgroup.ts'
@@ -37,6 +37,19 @@ test('this process\'s own cgroup, found from /proc/self (no root needed)', { ski
   assert.ok(procs.includes(String(process.pid)), `${own.dir} does not hold this process`)
   const placed = await placeRun({ action: 'install', scriptCgroup: 'pod', nsenter: false, nsenterTarget: '1' })
   assert.deepEqual(placed, { mode: 'pod', dir: join(own.dir, 'pkg-serve-run.install'), joinDir: join(own.dir, 'pkg-serve-run.install'), joinOnNode: false })
+})
+
+test('node-mode run cgroups: one per launcher, found by action with their launcher', { skip: needsRoot }, async (t) => {
+  const slice = join(await testCgroup(t, 'unit'), 'pkg-serve.slice')
+  for (const name of ['install@12.345', 'install', 'install@x.1', 'installer@1.2', 'other@1.2']) await mkdir(join(slice, name), { recursive: true })
+  const found = await runCgroupsOf(slice, 'install')
+  assert.deepEqual(found.map((c) => [c.dir, c.owner]).sort(), [[join(slice, 'install'), null], [join(slice, 'install@12.345'), { pid: 12, startTicks: 345 }]].sort())
+  assert.equal(await isRunCgroup(join(slice, 'install@12.345'), 'install'), true)
+  assert.equal(await isRunCgroup(join(slice, 'install@x.1'), 'install'), false)
+  assert.equal(await isRunCgroup(join(slice, 'installer@1.2'), 'install'), false)
+  assert.deepEqual(await runCgroupsOf(join(slice, 'none'), 'install'), [])
+  const placed = await placeRun({ action: 'install', scriptCgroup: 'node', nsenter: false, nsenterTarget: '1', owner: { pid: 7, startTicks: 8 } })
+  assert.ok(!('unavailable' in placed) && placed.dir.endsWith('/pkg-serve.slice/install@7.8'), JSON.stringify(placed))
 })
 
 test('a real cgroup: the shim joins it, a double fork stays in it, stopCgroup ends all (SIGKILL for who ignores SIGTERM) and removes it', { skip: needsRoot }, async (t) => {
