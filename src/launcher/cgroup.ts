@@ -197,6 +197,11 @@ function ownerOf (name: string, action: string): LauncherProcess | null | undefi
   return m === null ? undefined : { pid: Number(m[1]), startTicks: Number(m[2]) }
 }
 
+/** The launcher a node-mode run cgroup of `action` is named for (null: none named; undefined: not one). */
+export function runCgroupOwner (dir: string, action: string): LauncherProcess | null | undefined {
+  return basename(dirname(dir)) === NODE_SLICE ? ownerOf(basename(dir), action) : undefined
+}
+
 /** This action's run cgroups in a node's slice, each with the launcher that made it (if known). */
 export async function runCgroupsOf (slice: string, action: string): Promise<Array<{ readonly dir: string, readonly owner: LauncherProcess | null }>> {
   let entries: Dirent[]
@@ -234,7 +239,7 @@ function nodeRunName (opts: PlaceOptions): string {
 /** Whether `dir` is a cgroup a launcher of `action` would make (checked before trusting a recorded path). */
 export async function isRunCgroup (dir: string, action: string): Promise<boolean> {
   const name = basename(dir)
-  const isOurs = name === `${POD_PREFIX}${action}` || (basename(dirname(dir)) === NODE_SLICE && ownerOf(name, action) !== undefined)
+  const isOurs = name === `${POD_PREFIX}${action}` || runCgroupOwner(dir, action) !== undefined
   return isOurs && await isCgroup2(dir)
 }
 

@@ -18,8 +18,8 @@ import { buildCommand } from './nsenter.ts'
 import { runScript } from './supervise.ts'
 import type { ScriptResult } from './supervise.ts'
 import { createOnceRecords, createRunRecords, createStateDir, runKey, stillRunning, thisLauncher } from './state.ts'
-import type { Recovered, Status } from './state.ts'
-import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, runCgroupsOf, stopCgroup } from './cgroup.ts'
+import type { LauncherProcess, Recovered, Status } from './state.ts'
+import { cgroupPids, createCgroup, describe, exists, isRunCgroup, placeRun, runCgroupOwner, runCgroupsOf, stopCgroup } from './cgroup.ts'
 import type { RunCgroup } from './cgroup.ts'
 import { withoutQuery } from '../lib/net.ts'
 import { backoffDelay, wait } from '../lib/backoff.ts'
@@ -63,22 +63,22 @@ async function waitFor (signals: readonly AbortSignal[], ms?: number): Promise<'
 /**
  * Ends what an earlier launcher of this action left running (it crashed or was OOM-killed while
  * its script ran): in the pod, the cgroup at this action's known path; on the node, every cgroup
- * of this action whose launcher no longer runs (another one's that still runs is its own); and
- * the one the earlier launcher's last status names (`previous`: only a launcher that is gone).
+ * of this action whose launcher no longer runs (another one's that still runs is its own; one
+ * named for no launcher only when no other launcher of the action is known to run); and the one
+ * the earlier launcher's last status names (`previous`: only a launcher that is gone).
  * Says so in the log; the result goes into status.json with the earlier status.
  */
 async function recoverEarlierRun (
-  config: LauncherConfig, placement: RunCgroup | undefined, previous: Status | undefined, log: FastifyBaseLogger
+  config: LauncherConfig, placement: RunCgroup | undefined, previous: Status | undefined, otherRunning: boolean, log: FastifyBaseLogger
 ): Promise<Recovered | undefined> {
+  const ended = (owner: LauncherProcess | null | undefined): boolean => owner === null || owner === undefined ? !otherRunning : !stillRunning(owner)
   const dirs = new Set<string>()
   if (placement?.mode === 'pod') dirs.add(placement.dir)
   if (placement?.mode === 'node') {
-    for (const c of await runCgroupsOf(dirname(placement.dir), config.action)) {
-      if (!stillRunning(c.owner ?? undefined)) dirs.add(c.dir)
-    }
+    for (const c of await runCgroupsOf(dirname(placement.dir), config.action)) if (ended(c.owner)) dirs.add(c.dir)
   }
   const recorded = previous?.cgroup
-  if (typeof recorded === 'string' && await isRunCgroup(recorded, config.action)) dirs.add(recorded)
+  if (typeof recorded === 'string' && await isRunCgroup(recorded, config.action) && ended(runCgroupOwner(recorded, config.action))) dirs.add(recorded)
 
   const found: string[] = []
   let stoppedProcesses = 0
@@ -91,7 +91,7 @@ async function recoverEarlierRun (
     stoppedProcesses += result.processes
     if (result.processes > 0) {
       log.warn({ cgroup: dir, processes, killed: result.killed, previousPhase: previous?.phase },
-        `an earlier launcher of action ${config.action} left ${result.processes} process(es) running in cgroup ${dir}${describePrevious(previous)}: stopped them${result.killed ? ' (some needed SIGKILL)' : ''}`)
+        `an earlier launcher of action ${config.action} left ${result.processes} process(es) running in cgroup ${dir}${dir === recorded || placement?.mode === 'pod' ? describePrevious(previous) : ''}: stopped them${result.killed ? ' (some needed SIGKILL)' : ''}`)
     }
     if (!result.removed) log.error({ cgroup: dir }, `cgroup ${dir} of an earlier run could not be removed: a process in it does not die (uninterruptible I/O?)`)
   }
@@ -163,23 +163,20 @@ export async function runLauncher (config: LauncherConfig, deps: LauncherDeps): 
   } else {
     log.info({ cgroup: placement.dir, scriptCgroup: placement.mode }, `the script runs in cgroup ${placement.dir} (${placement.mode === 'pod' ? "inside the pod's cgroup: the pod's limits apply" : "on the node: the pod's limits do not apply"})`)
   }
-  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, earlier, log)
-  // At once: the earlier launcher's "running" must not stay on show while this one starts up.
-  await update(recovered !== undefined ? { recovered } : {})
   // From here on a failure is recorded: never leave "running" (or "starting") behind for a run
-  // this launcher no longer runs.
+  // this launcher no longer runs, the earlier launcher's included.
   const failed = async (err: unknown): Promise<never> => {
     await update({ phase: 'failed', cgroup: null, message: `pkg-serve failed: ${messageOf(err)}` }).catch(() => {})
     throw err
   }
+  const recovered = await recoverEarlierRun(config, 'unavailable' in placement ? undefined : placement, earlier, otherRunning, log).catch(failed)
+  // At once: the earlier launcher's "running" must not stay on show while this one starts up.
+  await update(recovered !== undefined ? { recovered } : {})
+  let script: ActionScript = await readAction(config.actionsDir, config.action).catch(failed)
+  await update({ scriptSha256: script.sha256 })
   await state.heartbeat()
   const heartbeat = setInterval(() => { state.heartbeat().catch(() => {}) }, 10_000)
   heartbeat.unref()
-  let script: ActionScript = await readAction(config.actionsDir, config.action).catch((err: unknown) => {
-    clearInterval(heartbeat)
-    return failed(err)
-  })
-  await update({ scriptSha256: script.sha256 })
 
   // --watch: a changed script aborts `changed`, which interrupts a run, a retry wait or the idle.
   let changed = new AbortController()
