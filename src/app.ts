@@ -5,12 +5,12 @@
 import { STATUS_CODES } from 'node:http'
 import sensible from '@fastify/sensible'
 import Fastify from 'fastify'
-import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyServerOptions } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import manifestPlugin from './plugins/manifest.ts'
 import type { ManifestPluginOptions } from './plugins/manifest.ts'
-import metricsPlugin from './plugins/metrics.ts'
+import metricsPlugin, { countRequest } from './plugins/metrics.ts'
 import storagePlugin from './plugins/storage.ts'
 import healthRoutes from './routes/health.ts'
 import metricsRoutes from './routes/metrics.ts'
@@ -31,14 +31,16 @@ export const serverOptions = {
   // The download route streams; it needs no request body at all, and nothing else needs much.
   bodyLimit: 64 * 1024,
   return503OnClosing: true,
-  // What the router refuses before any route runs, in the shape of every other error (Fastify's
-  // own has a different shape and echoes the path).
-  frameworkErrors (error, _request, reply: FastifyReply) {
-    const tooLong = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
-    const statusCode = tooLong ? 404 : 400
-    const message = tooLong
-      ? 'no package or tag has a name that long (at most 128 of A-Z a-z 0-9 . _ -); try GET /pkg for the package list'
-      : 'the path is not a valid URL (a bad %-escape?); try GET /pkg for the package list'
+  // What the router refuses before any route or hook runs, in the shape of every other error
+  // (Fastify's own has a different shape and echoes the path), and counted like every request.
+  frameworkErrors (error, request: FastifyRequest, reply: FastifyReply) {
+    const [statusCode, message] = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+      ? [404, 'no package or tag has a name that long (at most 128 of A-Z a-z 0-9 . _ -); try GET /pkg for the package list']
+      : error.code === 'FST_ERR_BAD_URL'
+        ? [400, 'the path is not a valid URL (a bad %-escape?); try GET /pkg for the package list']
+        : [500, 'internal error: see the server log']
+    if (statusCode === 500) request.log.error({ err: error }, `${request.method} ${request.url} failed: ${error.message}`)
+    countRequest(request.server.metrics, request, reply)
     reply.code(statusCode).type('application/json; charset=utf-8').send({ statusCode, error: STATUS_CODES[statusCode], message })
   }
 } satisfies FastifyServerOptions

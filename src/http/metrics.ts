@@ -1,8 +1,23 @@
 // The Prometheus metrics operators alert on. One Registry per app instance (never the global
 // default), so several apps in one process (tests, the launcher) do not collide.
 
+import type { ServerResponse } from 'node:http'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { StorageStats } from '../storage/types.ts'
+
+/**
+ * Calls `ended` once a response is over: finished (its last byte handed to the OS) or not (the
+ * client left, or the transfer was broken). At once when its connection is already gone.
+ */
+export function whenEnded (res: ServerResponse, ended: (finished: boolean) => void): void {
+  if (res.destroyed) {
+    ended(res.writableFinished)
+    return
+  }
+  let finished = false
+  res.once('finish', () => { finished = true })
+  res.once('close', () => { ended(finished) })
+}
 
 /** The storage backend's own counters, read at each scrape. */
 function storageMetrics (registry: Registry, stats: StorageStats): void {

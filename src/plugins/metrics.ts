@@ -1,7 +1,8 @@
 // Wires the metrics registry into the app and counts every request by route and status.
 
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { createMetrics } from '../http/metrics.ts'
+import { createMetrics, whenEnded } from '../http/metrics.ts'
 import type { Metrics } from '../http/metrics.ts'
 import type { StorageStats } from '../storage/types.ts'
 
@@ -19,16 +20,18 @@ export interface MetricsPluginOptions {
 export default fp<MetricsPluginOptions>(async function metrics (fastify, opts) {
   const m = createMetrics(opts.stats)
   fastify.decorate('metrics', m)
-  // On the response's 'close', not onResponse: a response that never finished (the client left,
-  // or a download was broken mid-body) is a request too, counted with status "aborted".
-  fastify.addHook('onRequest', async (request, reply) => {
-    let finished = false
-    reply.raw.once('finish', () => { finished = true })
-    reply.raw.once('close', () => {
-      const route = request.routeOptions.url ?? 'unmatched'
-      const status = finished ? String(reply.statusCode) : 'aborted'
-      m.requests.inc({ method: request.method, route, status })
-      m.requestDuration.observe({ route }, reply.elapsedTime / 1000)
-    })
-  })
+  fastify.addHook('onRequest', async (request, reply) => { countRequest(m, request, reply) })
 }, { name: 'metrics', fastify: '5.x' })
+
+/**
+ * Counts a request when its response is over, not onResponse: one that never finished (the client
+ * left, or a download was broken mid-body) is a request too, with status "aborted". For what the
+ * router refuses before any hook runs, app.ts's frameworkErrors calls it itself.
+ */
+export function countRequest (m: Metrics, request: FastifyRequest, reply: FastifyReply): void {
+  whenEnded(reply.raw, (finished) => {
+    const route = request.routeOptions.url ?? 'unmatched'
+    m.requests.inc({ method: request.method, route, status: finished ? String(reply.statusCode) : 'aborted' })
+    m.requestDuration.observe({ route }, reply.elapsedTime / 1000)
+  })
+}

@@ -14,6 +14,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import mime from 'mime-types'
 import { z } from 'zod'
 import { storageFailure } from '../http/errors.ts'
+import { whenEnded } from '../http/metrics.ts'
 import { askableInOne, planResponse } from '../http/conditional.ts'
 import type { Plan } from '../http/conditional.ts'
 import type { Manifest, PackageEntry } from '../manifest/parse.ts'
@@ -151,19 +152,16 @@ const packages: FastifyPluginAsyncZod = async function packages (fastify) {
       metrics.storageErrors.inc({ kind: integrity ? 'integrity' : 'interrupted' })
       request.log[integrity ? 'error' : 'warn']({ blob: entry.path, error: err.message }, `download of ${context} broken: ${err.message}`)
     })
-    let finished = false
-    reply.raw.once('finish', () => {
-      finished = true
-      metrics.downloads.inc({ result: 'complete' })
+    // A client that left while storage was being asked (its socket already closed) is counted at
+    // once. Fastify destroys the body it can no longer send.
+    whenEnded(reply.raw, (finished) => {
+      metrics.downloads.inc({ result: finished ? 'complete' : 'aborted' })
+      if (!finished) return
       metrics.bytesServed.inc(length)
       // Storage connections that broke and were read on from the next byte: worth knowing.
       const resumes = 'resumes' in body ? body.resumes : undefined
       if (typeof resumes === 'number' && resumes > 0) request.log.info({ blob: entry.path, resumes }, `download of ${context} complete after ${resumes} storage read(s) resumed mid-body`)
     })
-    // A client that left while storage was being asked (its socket already closed) is counted
-    // here: its 'close' has been and gone. Fastify destroys the body it can no longer send.
-    if (reply.raw.destroyed) metrics.downloads.inc({ result: 'aborted' })
-    else reply.raw.once('close', () => { if (!finished) metrics.downloads.inc({ result: 'aborted' }) })
     // Fastify pipes a stream straight into the response (no onSend hook here changes the
     // payload): a body from storage batches its writes, and a parallel read lends it its
     // read-ahead instead of copying it out.

@@ -195,11 +195,13 @@ test('/readyz and /metrics report the manifest and traffic', async (t) => {
 
   await app.inject('/pkg/mypackage/latest')
   await app.inject('/pkg/ghost/v1')
+  await app.inject('/pkg/mypackage/lat%ZZest') // refused by the router: counted all the same
   const metrics = await app.inject('/metrics')
   assert.equal(metrics.statusCode, 200)
   assert.match(String(metrics.headers['content-type']), /^text\/plain/)
   assert.match(metrics.body, /pkg_serve_http_requests_total\{method="GET",route="\/pkg\/:name\/:tag",status="200"\} 1/)
   assert.match(metrics.body, /pkg_serve_http_requests_total\{method="GET",route="\/pkg\/:name\/:tag",status="404"\} 1/)
+  assert.match(metrics.body, /pkg_serve_http_requests_total\{method="GET",route="unmatched",status="400"\} 1/)
   assert.match(metrics.body, new RegExp(`pkg_serve_bytes_served_total ${DEB.length}`))
   assert.match(metrics.body, /pkg_serve_storage_errors_total\{kind="not-found"\} 1/)
   assert.match(metrics.body, /pkg_serve_manifest_reloads_total\{result="loaded"\} 1/)
