@@ -14,10 +14,11 @@ import { fileURLToPath } from 'node:url'
 import { BlobServiceClient } from '@azure/storage-blob'
 import type { BlockBlobClient, ContainerClient } from '@azure/storage-blob'
 import { READ_DEFAULTS } from '../src/cli/config.ts'
-import { setEntry } from '../src/manifest/edit.ts'
+import { entries, setEntry } from '../src/manifest/edit.ts'
 import { parseManifest } from '../src/manifest/parse.ts'
 import type { PackageEntry } from '../src/manifest/parse.ts'
 import { createLogger } from '../src/cli/logger.ts'
+import { errnoCode, messageOf } from '../src/lib/errors.ts'
 import { startServer } from '../src/server.ts'
 import type { RunningServer } from '../src/server.ts'
 import { exportLine, spawnAzurite } from './azurite.ts'
@@ -37,13 +38,10 @@ function blobNameFor (file: string): string | undefined {
 /** What was last uploaded from each file (its sha256), so a save that changed nothing uploads nothing. */
 const uploaded = new Map<string, string>()
 
-const key = (e: PackageEntry): string => `${e.name}\u0000${e.tag}`
 /** A manifest's entries; undefined when it is not a valid manifest. */
 const entriesOf = (text: string): Map<string, PackageEntry> | undefined => {
   try {
-    const out = new Map<string, PackageEntry>()
-    for (const tags of parseManifest(text).packages.values()) for (const e of tags.values()) out.set(key(e), e)
-    return out
+    return entries(parseManifest(text))
   } catch {
     return undefined
   }
@@ -72,9 +70,12 @@ async function uploadManifest (container: ContainerClient, text: string): Promis
   const blob = container.getBlockBlobClient('packages.toml')
   for (let attempt = 0; ; attempt++) {
     const remote = await readManifestBlob(blob)
-    if (remote !== undefined && remote.etag !== manifest.etag) {
+    // Changed by someone else since this process wrote it: what they published is every entry
+    // there that examples/ did not name (one they removed is gone from it too).
+    const theirs = remote !== undefined && remote.etag !== manifest.etag ? entriesOf(remote.text) : undefined
+    if (theirs !== undefined) {
       const ours = entriesOf(manifest.examples ?? '') ?? new Map()
-      for (const [k, e] of entriesOf(remote.text) ?? []) if (!ours.has(k)) manifest.published.set(k, e)
+      manifest.published = new Map([...theirs].filter(([k]) => !ours.has(k)))
     }
     // A save that is not a valid manifest goes up as it is (the server keeps the last good one
     // and says why); the published entries come back with the next valid save.
@@ -170,15 +171,20 @@ async function main (): Promise<void> {
 
     // One save is several events (write, rename, chmod): wait until they settle, then upload once.
     const pending = new Map<string, NodeJS.Timeout>()
+    let uploads = Promise.resolve()
     watcher = watch(EXAMPLES, { recursive: true }, (_event, name) => {
       if (name === null || stopping) return
       const file = join(EXAMPLES, name.toString())
       clearTimeout(pending.get(file))
       pending.set(file, setTimeout(() => {
         pending.delete(file)
-        upload(container, file).then((blob) => {
+        // One upload at a time, in the order of the saves: a later save is never overtaken.
+        uploads = uploads.then(() => upload(container, file)).then((blob) => {
           if (blob !== undefined) process.stdout.write(`uploaded examples/${name.toString()} as ${blob}\n`)
-        }, () => { /* being saved, or removed: the next event uploads it */ })
+        }, (err: unknown) => {
+          // Removed (or mid-save): nothing to upload; the next event uploads what is there.
+          if (errnoCode(err) !== 'ENOENT') process.stderr.write(`dev: examples/${name.toString()} was not uploaded: ${messageOf(err)}\n`)
+        })
       }, 200))
     })
 

@@ -41,7 +41,8 @@ function headerPath (line: string): string[] | undefined {
   }
 }
 
-function entries (m: Manifest): Map<string, PackageEntry> {
+/** A manifest's entries by name and tag. */
+export function entries (m: Manifest): Map<string, PackageEntry> {
   const out = new Map<string, PackageEntry>()
   for (const tags of m.packages.values()) for (const e of tags.values()) out.set(`${e.name}\u0000${e.tag}`, e)
   return out
