@@ -91,10 +91,6 @@ export class UsageError extends UserError {
 }
 
 function describeListenError (err: unknown): string | undefined {
-  if (err instanceof Error && 'syscall' in err && err.syscall === 'getaddrinfo') {
-    const host = 'hostname' in err ? String(err.hostname) : ''
-    return `cannot listen on --host ${host}: this host cannot resolve it (${errnoCode(err) ?? err.message}); give an IP address, localhost, or a name it resolves`
-  }
   if (!(err instanceof Error) || !('syscall' in err) || err.syscall !== 'listen') return undefined
   const where = `${'address' in err ? String(err.address) : ''}:${'port' in err ? String(err.port) : ''}`
   switch (errnoCode(err)) {

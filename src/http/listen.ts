@@ -5,7 +5,7 @@
 
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { errnoCode } from '../lib/errors.ts'
+import { UserError, errnoCode } from '../lib/errors.ts'
 import { bracketHost } from '../lib/net.ts'
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -117,6 +117,9 @@ export async function listen (handler: RequestHandler, opts: ListenOptions): Pro
       await Promise.all(servers.map(async (s) => { await closeServer(s, 0) }))
       // A free IPv4 port may be taken on ::1: with port 0, pick another pair.
       if (opts.port === 0 && errnoCode(err) === 'EADDRINUSE' && attempt < 10) continue
+      if (err instanceof Error && 'syscall' in err && err.syscall === 'getaddrinfo') {
+        throw new UserError(`cannot listen on --host ${opts.host}: this host cannot resolve it (${errnoCode(err) ?? err.message}); give an IP address, localhost, or a name it resolves`, { cause: err })
+      }
       throw err
     }
     opts.log?.info({ addresses, port }, `listening on ${addresses.map((a) => `${bracketHost(a)}:${port}`).join(' and ')}`)

@@ -242,7 +242,7 @@ export async function openStore (opts: StorageConfig, env: Readonly<Record<strin
   if (url.search.includes('sig=')) {
     // A SAS URL carries its own authorization: no credential, and never log the query.
     const service = new BlobServiceClient(target.url, new AnonymousCredential(), pipelineOptions)
-    const description = `container "${opts.container}" at ${withoutQuery(url)} with a SAS token`
+    const description = `container "${opts.container}" at ${withoutQuery(url)} with a SAS token${spec !== opts.storage ? ' (from PKG_SERVE_STORAGE)' : ''}`
     return azure(service.getContainerClient(opts.container), description)
   }
   if (url.protocol === 'http:') {

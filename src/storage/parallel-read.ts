@@ -84,7 +84,6 @@ export class ReadAheadBudget {
 
   /** A buffer of exactly `bytes` (a view of a pooled one) if the budget allows; undefined if not. */
   tryAcquire (bytes: number): Buffer | undefined {
-    clearTimeout(this.#trim)
     if (bytes > this.totalBytes) return undefined
     // The smallest free buffer that fits: a large one stays for a large ask.
     let at = -1
@@ -104,6 +103,8 @@ export class ReadAheadBudget {
       pooled = Buffer.allocUnsafeSlow(bytes)
       this.#allocated += bytes
     }
+    // In use again: the trim waits for the next time nothing is lent out.
+    clearTimeout(this.#trim)
     this.#inUse += pooled.length
     return pooled.length === bytes ? pooled : pooled.subarray(0, bytes)
   }

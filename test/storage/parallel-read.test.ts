@@ -444,6 +444,17 @@ test('an idle pool lets its buffers go, their memory at once where the runtime c
   // And it works on as before.
   assert.ok(budget.tryAcquire(8 * KiB) !== undefined)
   assert.equal(budget.allocated, 8 * KiB)
+
+  // Free buffers too small for an ask make room for it: dropped, and detached the same way.
+  const roomy = new ReadAheadBudget(10 * KiB)
+  const [c, d] = [roomy.tryAcquire(4 * KiB), roomy.tryAcquire(4 * KiB)]
+  assert.ok(c !== undefined && d !== undefined)
+  roomy.release(c)
+  roomy.release(d)
+  assert.equal(roomy.tryAcquire(16 * KiB), undefined, 'more than the whole budget')
+  assert.equal(roomy.tryAcquire(8 * KiB)?.length, 8 * KiB)
+  assert.equal(roomy.allocated, 8 * KiB)
+  assert.deepEqual([c.buffer.byteLength, d.buffer.byteLength], detaches ? [0, 0] : [4 * KiB, 4 * KiB])
 })
 
 test('a chunk that cannot be read again within resumeWithinMs fails the stream, however many tries are left', async () => {

@@ -142,7 +142,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
   if (!NAME_PATTERN.test(config.name)) throw new ConfigError(`invalid --name "${config.name}": must match [A-Za-z0-9._-]{1,128}`)
   if (!NAME_PATTERN.test(config.tag)) throw new ConfigError(`invalid --tag "${config.tag}": must match [A-Za-z0-9._-]{1,128}`)
   let size: number
-  let file: FileHandle
+  let file: FileHandle | undefined
   try {
     const s = await stat(config.file)
     // Not a FIFO or a device: opening one could wait for a writer, and its size says nothing.
@@ -151,6 +151,7 @@ export async function publish (config: PublishConfig, env: Readonly<Record<strin
     file = await open(config.file, 'r')
     size = (await file.stat()).size
   } catch (err) {
+    await file?.close().catch(() => {})
     if (err instanceof ConfigError) throw err
     throw new ConfigError(unreadableText(config.file, err))
   }
