@@ -127,7 +127,12 @@ test('faults between pkg-serve and storage', async (t) => {
     const took = Date.now() - started
     assert.notEqual(r.code, 0)
     assert.notEqual(r.code, 28, 'curl itself timed out: the server held the client')
-    assert.ok(took < 15_000, `released after ${took} ms`)
+    // What was already on its way (read-ahead, the response's queue, socket buffers: several MiB
+    // at 4 MB/s) reaches the client first; then the storage timeout (2 s) and the resume window
+    // (2 s) end the read. 5-8 s here, with the machine busy or not; 15.5 s once in CI, with the
+    // whole suite running. A server that held the client would run into curl's --max-time (60 s).
+    t.diagnostic(`released after ${took} ms`)
+    assert.ok(took < 30_000, `released after ${took} ms`)
     assert.equal((await status(`${url}/healthz`)).code, 200)
 
     // Storage that accepts but never answers: released within the bound, with a status to retry
