@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { statOf } from './supervise.ts'
-import { messageOf } from '../lib/errors.ts'
+import { UserError, messageOf } from '../lib/errors.ts'
 
 export type Phase = 'starting' | 'running' | 'succeeded' | 'failed' | 'retrying' | 'skipped' | 'stopped'
 
@@ -101,7 +101,7 @@ export function createStateDir (dir: string) {
         await mkdir(dir, { recursive: true })
         await rm(readyFile, { force: true })
       } catch (err) {
-        throw new Error(`cannot use the state dir ${dir} (--state-dir): ${messageOf(err)}`, { cause: err })
+        throw new UserError(`cannot use the state dir ${dir} (--state-dir): ${messageOf(err)}`, { cause: err })
       }
     },
     /** The status an earlier launcher left; undefined when there is none or it is unreadable. */
