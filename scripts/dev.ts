@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { BlobServiceClient } from '@azure/storage-blob'
-import type { BlockBlobClient, ContainerClient } from '@azure/storage-blob'
+import type { ContainerClient } from '@azure/storage-blob'
 import { READ_DEFAULTS } from '../src/cli/config.ts'
 import { entries, setEntry } from '../src/manifest/edit.ts'
 import { parseManifest } from '../src/manifest/parse.ts'
@@ -20,6 +20,9 @@ import type { PackageEntry } from '../src/manifest/parse.ts'
 import { createLogger } from '../src/cli/logger.ts'
 import { errnoCode, messageOf } from '../src/lib/errors.ts'
 import { startServer } from '../src/server.ts'
+import { openStore } from '../src/storage/open.ts'
+import { isStorageError } from '../src/storage/types.ts'
+import type { BlobStore } from '../src/storage/types.ts'
 import type { RunningServer } from '../src/server.ts'
 import { exportLine, spawnAzurite } from './azurite.ts'
 import { EXAMPLE_DEB, EXAMPLE_DEB_FILE, buildDeb } from './build-deb.ts'
@@ -47,18 +50,6 @@ const entriesOf = (text: string): Map<string, PackageEntry> | undefined => {
   }
 }
 
-async function readManifestBlob (blob: BlockBlobClient): Promise<{ text: string, etag: string | undefined } | undefined> {
-  try {
-    const res = await blob.download()
-    const chunks: Buffer[] = []
-    for await (const chunk of res.readableStreamBody ?? []) chunks.push(Buffer.from(chunk as Buffer))
-    return { text: Buffer.concat(chunks).toString('utf8'), etag: res.etag }
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return undefined
-    throw err
-  }
-}
-
 /**
  * The manifest in Azurite is examples/packages.toml plus what `publish` added there from another
  * terminal: a save never drops a published entry (the examples' own entries win over one of the
@@ -66,10 +57,15 @@ async function readManifestBlob (blob: BlockBlobClient): Promise<{ text: string,
  */
 const manifest = { examples: undefined as string | undefined, etag: undefined as string | undefined, published: new Map<string, PackageEntry>() }
 
-async function uploadManifest (container: ContainerClient, text: string): Promise<string[]> {
-  const blob = container.getBlockBlobClient('packages.toml')
+type TextStore = Pick<BlobStore, 'readText' | 'writeText'>
+
+async function uploadManifest (store: TextStore, text: string): Promise<string[]> {
   for (let attempt = 0; ; attempt++) {
-    const remote = await readManifestBlob(blob)
+    const read = await store.readText('packages.toml').catch((err: unknown) => {
+      if (isStorageError(err) && err.kind === 'not-found') return undefined
+      throw err
+    })
+    const remote = read?.changed === true ? read : undefined
     // Changed by someone else since this process wrote it: what they published is every entry
     // there that examples/ did not name (one they removed is gone from it too).
     const theirs = remote !== undefined && remote.etag !== manifest.etag ? entriesOf(remote.text) : undefined
@@ -92,25 +88,23 @@ async function uploadManifest (container: ContainerClient, text: string): Promis
     }
     try {
       // Conditional on what was read: a publish in between is read again, not overwritten.
-      const res = await blob.upload(merged, Buffer.byteLength(merged), { conditions: remote !== undefined ? { ifMatch: remote.etag } : { ifNoneMatch: '*' } })
+      manifest.etag = await store.writeText('packages.toml', merged, remote?.etag ?? null)
       manifest.examples = text
-      manifest.etag = res.etag
       return kept
     } catch (err) {
-      const status = (err as { statusCode?: number }).statusCode
-      if ((status !== 412 && status !== 409) || attempt >= 9) throw err
+      if (!isStorageError(err) || err.kind !== 'changed' || attempt >= 9) throw err
     }
   }
 }
 
-async function upload (container: ContainerClient, file: string): Promise<string | undefined> {
+async function uploadFile (container: ContainerClient, store: TextStore, file: string): Promise<string | undefined> {
   const name = blobNameFor(file)
   if (name === undefined) return undefined
   const data = await readFile(file)
   const digest = createHash('sha256').update(data).digest('hex')
   if (uploaded.get(file) === digest) return undefined
   if (name === 'packages.toml') {
-    const kept = await uploadManifest(container, data.toString('utf8'))
+    const kept = await uploadManifest(store, data.toString('utf8'))
     uploaded.set(file, digest)
     return kept.length === 0 ? name : `${name}, keeping what publish added: ${kept.join(' ')}`
   }
@@ -123,6 +117,7 @@ async function main (): Promise<void> {
   const logger = createLogger(process.env.LOG_LEVEL ?? 'info')
   const azurite = await spawnAzurite()
   let server: RunningServer | undefined
+  let store: BlobStore | undefined
   let watcher: FSWatcher | undefined
   let stopping = false
   const stop = async (): Promise<void> => {
@@ -131,6 +126,7 @@ async function main (): Promise<void> {
     process.stdout.write('\nstopping pkg-serve and Azurite…\n')
     watcher?.close()
     await server?.close()
+    await store?.close()
     await azurite.stop()
     process.stdout.write('stopped\n')
   }
@@ -143,13 +139,6 @@ async function main (): Promise<void> {
   setInterval(() => { if (process.ppid !== parent) onSignal() }, 1000).unref()
 
   try {
-    const container = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('pkg')
-    await container.createIfNotExists()
-    await container.getBlockBlobClient(`pool/${EXAMPLE_DEB_FILE}`).uploadData(buildDeb(EXAMPLE_DEB))
-    await upload(container, join(EXAMPLES, 'files', 'hello.txt'))
-    await upload(container, join(EXAMPLES, 'files', 'install-hello.sh'))
-    await upload(container, join(EXAMPLES, 'packages.toml'))
-
     const env = { ...process.env, AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
     const port = Number(process.env.PKG_SERVE_PORT ?? '8080')
     const config = {
@@ -162,6 +151,17 @@ async function main (): Promise<void> {
       ...READ_DEFAULTS,
       host: 'localhost'
     }
+    const container = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('pkg')
+    await container.createIfNotExists()
+    // The manifest is read and written as publish does: conditional text reads and writes.
+    const { store: opened } = await openStore(config, env)
+    store = opened
+    const upload = (file: string): Promise<string | undefined> => uploadFile(container, opened, file)
+    await container.getBlockBlobClient(`pool/${EXAMPLE_DEB_FILE}`).uploadData(buildDeb(EXAMPLE_DEB))
+    await upload(join(EXAMPLES, 'files', 'hello.txt'))
+    await upload(join(EXAMPLES, 'files', 'install-hello.sh'))
+    await upload(join(EXAMPLES, 'packages.toml'))
+
     try {
       server = await startServer({ ...config, port }, { logger, env, closeGraceMs: 2000 })
     } catch (err) {
@@ -179,7 +179,7 @@ async function main (): Promise<void> {
       pending.set(file, setTimeout(() => {
         pending.delete(file)
         // One upload at a time, in the order of the saves: a later save is never overtaken.
-        uploads = uploads.then(() => upload(container, file)).then((blob) => {
+        uploads = uploads.then(() => upload(file)).then((blob) => {
           if (blob !== undefined) process.stdout.write(`uploaded examples/${name.toString()} as ${blob}\n`)
         }, (err: unknown) => {
           // Removed (or mid-save): nothing to upload; the next event uploads what is there.
